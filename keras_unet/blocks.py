@@ -1,0 +1,280 @@
+"""Layer blocks that `build_unet` composes.
+
+Each block is a plain function over Keras tensors (functional API). Every
+layer gets a stable name derived from the block's `name` prefix, so saved
+models, summaries and TFLite graphs stay legible. Only `keras.layers` is used,
+which keeps the blocks portable across the TensorFlow, JAX and PyTorch
+backends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+
+def _normalization(x, normalization: str | None, name: str):
+    """Applies the chosen normalization layer (or nothing).
+
+    Args:
+        x: Tensor of shape `(B, H, W, C)`.
+        normalization: `None`, `"batch"` or `"group"`.
+        name: Layer name.
+
+    Returns:
+        Tensor of the same shape.
+    """
+    if normalization == "batch":
+        return layers.BatchNormalization(name=name)(x)
+    if normalization == "group":
+        # The largest group count <= 8 that divides the channels.
+        groups = math.gcd(8, x.shape[-1])
+        return layers.GroupNormalization(groups=groups, name=name)(x)
+    return x
+
+
+def conv_block(
+    x,
+    filters: int,
+    *,
+    name: str,
+    convs: int = 2,
+    kernel_size: int = 3,
+    padding: str = "same",
+    activation: str = "relu",
+    normalization: str | None = None,
+    kernel_initializer: str = "he_normal",
+    residual: bool = False,
+):
+    """`convs` x (convolution -> normalization -> activation).
+
+    With `residual=True` the block adds a shortcut (a 1x1 projection when the
+    channel count changes, center-cropped with `padding="valid"`) before the
+    last activation, as in ResNet-style U-Nets.
+
+    Args:
+        x: Tensor of shape `(B, H, W, C)`.
+        filters: Output channels of every convolution.
+        name: Prefix of the layer names (`{name}_conv1`, `{name}_act1`, ...).
+        convs: Number of convolutions.
+        kernel_size: Convolution kernel size.
+        padding: `"same"` or `"valid"`.
+        activation: Keras activation name.
+        normalization: `None`, `"batch"` or `"group"`.
+        kernel_initializer: Keras initializer name.
+        residual: Whether to add a shortcut connection.
+
+    Returns:
+        Tensor of shape `(B, H', W', filters)`, where `H' = H` for `"same"`
+        padding and `H' = H - convs * (kernel_size - 1)` for `"valid"`.
+    """
+    shortcut = x
+    for i in range(1, convs + 1):
+        x = layers.Conv2D(
+            filters,
+            kernel_size,
+            padding=padding,
+            use_bias=normalization is None,
+            kernel_initializer=kernel_initializer,
+            name=f"{name}_conv{i}",
+        )(x)
+        x = _normalization(x, normalization, f"{name}_norm{i}")
+        if residual and i == convs:
+            x = layers.Add(name=f"{name}_add")(
+                [x, _shortcut(
+                    shortcut,
+                    x,
+                    name,
+                    padding,
+                    normalization,
+                    kernel_initializer,
+                    shortcut_crop=convs * (kernel_size - 1),
+                )
+            ]
+            )
+        x = layers.Activation(activation, name=f"{name}_act{i}")(x)
+    return x
+
+
+def _shortcut(x, target, name, padding, normalization, kernel_initializer, shortcut_crop):
+    """Projects and crops `x` so it can be added to `target`."""
+    if x.shape[-1] != target.shape[-1]:
+        x = layers.Conv2D(
+            target.shape[-1],
+            1,
+            use_bias=normalization is None,
+            kernel_initializer=kernel_initializer,
+            name=f"{name}_proj",
+        )(x)
+        x = _normalization(x, normalization, f"{name}_proj_norm")
+    if padding == "valid":
+        x = center_crop(x, shortcut_crop, name=f"{name}_proj_crop")
+    return x
+
+
+def center_crop(x, crop: int, *, name: str):
+    """Removes `crop` pixels from the height and width of `x`, centred.
+
+    With `padding="valid"` the size difference between a skip connection and
+    the decoder features is a constant of the architecture, so it is passed
+    in rather than read from (possibly `None`) static shapes.
+
+    Args:
+        x: Tensor of shape `(B, H, W, C)`.
+        crop: Total pixels to remove per axis (odd crops remove one more
+            pixel at the bottom/right).
+        name: Layer name.
+
+    Returns:
+        Tensor of shape `(B, H - crop, W - crop, C)`.
+    """
+    edges = (crop // 2, crop - crop // 2)
+    return layers.Cropping2D((edges, edges), name=name)(x)
+
+
+def upsample(
+    x,
+    filters: int,
+    *,
+    name: str,
+    mode: str = "transpose",
+    kernel_initializer: str = "he_normal",
+):
+    """Doubles the spatial size and sets the channel count to `filters`.
+
+    `"transpose"` is the paper's 2x2 up-convolution (`Conv2DTranspose`,
+    stride 2). `"nearest"` and `"bilinear"` resize and follow with a 2x2
+    convolution, which avoids the checkerboard artefacts of transposed
+    convolutions.
+
+    Args:
+        x: Tensor of shape `(B, H, W, C)`.
+        filters: Output channels.
+        name: Prefix of the layer names (`{name}_up`, `{name}_upconv`).
+        mode: `"transpose"`, `"nearest"` or `"bilinear"`.
+        kernel_initializer: Keras initializer name.
+
+    Returns:
+        Tensor of shape `(B, 2H, 2W, filters)`.
+    """
+    if mode == "transpose":
+        return layers.Conv2DTranspose(
+            filters,
+            2,
+            strides=2,
+            kernel_initializer=kernel_initializer,
+            name=f"{name}_up",
+        )(x)
+    x = layers.UpSampling2D(2, interpolation=mode, name=f"{name}_up")(x)
+    return layers.Conv2D(
+        filters,
+        2,
+        padding="same",
+        kernel_initializer=kernel_initializer,
+        name=f"{name}_upconv",
+    )(x)
+
+
+def attention_gate(skip, gate, *, name: str, inter_channels: int | None = None):
+    """Additive attention gate on a skip connection (Oktay et al., 2018).
+
+    The gating signal (the upsampled decoder features) and the skip features
+    are projected by 1x1 convolutions, added, passed through ReLU and a 1x1
+    convolution with a sigmoid: the result is a per-pixel weight in [0, 1]
+    that scales the skip features.
+
+    Args:
+        skip: Encoder features, shape `(B, H, W, C)`.
+        gate: Decoder features at the same resolution, shape `(B, H, W, G)`.
+        name: Prefix of the layer names (`{name}_att_*`).
+        inter_channels: Channels of the intermediate projection; defaults to
+            `C // 2` (at least 1).
+
+    Returns:
+        The gated skip features, shape `(B, H, W, C)`.
+    """
+    channels = skip.shape[-1]
+    inter = inter_channels or max(1, channels // 2)
+    theta = layers.Conv2D(inter, 1, name=f"{name}_att_skip")(skip)
+    phi = layers.Conv2D(inter, 1, name=f"{name}_att_gate")(gate)
+    act = layers.Activation("relu", name=f"{name}_att_relu")(
+        layers.Add(name=f"{name}_att_add")([theta, phi])
+    )
+    alpha = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_att_coef")(act)
+    return layers.Multiply(name=f"{name}_att_mul")([skip, alpha])
+
+
+def decoder_block(
+    x,
+    skip,
+    filters: int,
+    *,
+    name: str,
+    upsampling: str = "transpose",
+    attention: bool = False,
+    padding: str = "same",
+    skip_crop: int = 0,
+    **conv_kwargs,
+):
+    """Upsamples, merges the skip connection and applies a conv block.
+
+    Args:
+        x: Decoder features, shape `(B, H, W, C)`.
+        skip: Encoder features of the same level, shape `(B, S, S', C_s)`
+            with `S >= 2H` (equal for `"same"`, larger for `"valid"`).
+        filters: Channels of the upsampling and of the conv block.
+        name: Prefix of the layer names (`dec2_up`, `dec2_concat`, ...).
+        upsampling: See `upsample`.
+        attention: Whether to gate the skip connection.
+        padding: `"same"` or `"valid"`.
+        skip_crop: Pixels to center-crop from the skip connection per axis
+            (non-zero only for `"valid"` padding).
+        **conv_kwargs: Passed to `conv_block`.
+
+    Returns:
+        Tensor of shape `(B, 2H', 2W', filters)` (`H' = H` for `"same"`).
+    """
+    kernel_initializer = conv_kwargs.get("kernel_initializer", "he_normal")
+    x = upsample(
+        x, filters, name=name, mode=upsampling, kernel_initializer=kernel_initializer
+    )
+    if skip_crop:
+        skip = center_crop(skip, skip_crop, name=f"{name}_crop")
+    if attention:
+        skip = attention_gate(skip, x, name=name)
+    x = layers.Concatenate(name=f"{name}_concat")([skip, x])
+    return conv_block(x, filters, name=name, padding=padding, **conv_kwargs)
+
+
+def dropout(x, rate: float, *, name: str):
+    """Adds a `Dropout` layer named `name`; returns `x` unchanged when `rate` is 0."""
+    if rate <= 0:
+        return x
+    return layers.Dropout(rate, name=name)(x)
+
+
+def segmentation_head(
+    x, num_classes: int, activation: str | None, *, kernel_initializer: str
+) -> keras.KerasTensor:
+    """1x1 convolution to class scores and the output activation.
+
+    The activation runs in float32 so that mixed-precision models still
+    return float32 probabilities.
+
+    Args:
+        x: Tensor of shape `(B, H, W, C)`.
+        num_classes: Output channels.
+        activation: `"sigmoid"`, `"softmax"` or `None` (logits).
+        kernel_initializer: Keras initializer name.
+
+    Returns:
+        Tensor of shape `(B, H, W, num_classes)`.
+    """
+    x = layers.Conv2D(
+        num_classes, 1, kernel_initializer=kernel_initializer, name="head_conv"
+    )(x)
+    return layers.Activation(activation or "linear", dtype="float32", name="head_act")(
+        x
+    )

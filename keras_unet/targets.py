@@ -1,0 +1,85 @@
+"""The mask convention shared by the losses and metrics.
+
+Masks (`y_true`) hold integer class ids, shape `(B, H, W)` or `(B, H, W, 1)`:
+`0..num_classes-1` for softmax models, `0`/`1` for sigmoid (1-channel)
+models. Pixels equal to `ignore_class` (e.g. 255, or -1) count for nothing.
+Predictions (`y_pred`) are `(B, H, W, num_classes)` probabilities (or logits
+with `from_logits=True`).
+
+Only `keras.ops` is used, so this works on every Keras backend.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def sparse_targets(y_true, ignore_class: int | None = None):
+    """Class ids and the valid-pixel mask of a batch of masks.
+
+    Args:
+        y_true: Class-id masks, `(B, H, W)` or `(B, H, W, 1)`, any dtype.
+        ignore_class: Id of unlabelled pixels, or `None`.
+
+    Returns:
+        `(ids, valid)`: int32 ids of shape `(B, H, W)` with ignored pixels set
+        to 0, and a float32 mask of shape `(B, H, W)` that is 0 at ignored
+        pixels and 1 elsewhere.
+    """
+    ids = ops.cast(ops.round(ops.convert_to_tensor(y_true)), "int32")
+    if len(ids.shape) == 4:
+        ids = ops.squeeze(ids, axis=-1)
+    if ignore_class is None:
+        return ids, ops.ones_like(ids, dtype="float32")
+    valid = ops.not_equal(ids, ignore_class)
+    return ops.where(valid, ids, 0), ops.cast(valid, "float32")
+
+
+def class_probabilities(y_pred, from_logits: bool = False):
+    """Per-class probabilities and log-probabilities, sigmoid made two-class.
+
+    A 1-channel (sigmoid) prediction `p` becomes the two channels
+    `[1 - p, p]`, so binary and multi-class models share one formula.
+
+    Args:
+        y_pred: `(B, H, W, C)` probabilities, or logits if `from_logits`.
+        from_logits: Whether `y_pred` holds logits.
+
+    Returns:
+        `(probs, log_probs)`, both float32 of shape `(B, H, W, max(C, 2))`.
+    """
+    y_pred = ops.cast(y_pred, "float32")
+    eps = 1e-7
+    if y_pred.shape[-1] == 1:
+        if from_logits:
+            log_probs = ops.concatenate(
+                [ops.log_sigmoid(-y_pred), ops.log_sigmoid(y_pred)], axis=-1
+            )
+            return ops.exp(log_probs), log_probs
+        p = ops.clip(y_pred, eps, 1.0 - eps)
+        probs = ops.concatenate([1.0 - p, p], axis=-1)
+        return probs, ops.log(probs)
+    if from_logits:
+        log_probs = ops.log_softmax(y_pred, axis=-1)
+        return ops.exp(log_probs), log_probs
+    probs = ops.clip(y_pred, eps, 1.0)
+    return probs, ops.log(probs)
+
+
+def predicted_ids(y_pred, threshold: float = 0.5, from_logits: bool = False):
+    """Hard class ids from predictions: threshold for 1 channel, else argmax.
+
+    Args:
+        y_pred: `(B, H, W, C)` probabilities, or logits if `from_logits`.
+        threshold: Probability above which a 1-channel prediction is class 1.
+        from_logits: Whether `y_pred` holds logits.
+
+    Returns:
+        int32 ids of shape `(B, H, W)`.
+    """
+    y_pred = ops.cast(y_pred, "float32")
+    if y_pred.shape[-1] == 1:
+        if from_logits:
+            y_pred = ops.sigmoid(y_pred)
+        return ops.cast(ops.greater(y_pred[..., 0], threshold), "int32")
+    return ops.cast(ops.argmax(y_pred, axis=-1), "int32")
