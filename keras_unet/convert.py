@@ -1,0 +1,432 @@
+"""Dataset conversion: LabelMe folders to training datasets, and back.
+
+`labelme_to_masks` turns a folder tree of LabelMe JSON files into the
+dataset layout that keras-unet trains on::
+
+    output/
+      labels.txt          class names, one per line (id = line - 1)
+      images/<name>.png   the upright RGB image, lossless
+      masks/<name>.png    class ids, palette PNG, 255 = ignore
+      instances/<name>.png  instance ids, 16-bit PNG (optional)
+      overlays/<name>.jpg   image + coloured mask + legend (optional)
+
+`<name>` is the JSON file's path relative to the input folder, without
+suffix, so files of the same name in different folders do not collide.
+`masks_to_labelme` goes the other way, so mask datasets can be corrected in
+LabelMe.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+from tqdm.auto import tqdm
+
+from keras_unet import files
+from keras_unet.labelme import (
+    LabelMeError,
+    load_image,
+    rasterize,
+    read_annotation,
+    resolve_image_path,
+    labels_of,
+)
+from keras_unet.labels import (
+    BACKGROUND_LABEL,
+    IGNORE_ID,
+    IGNORE_LABEL,
+    label_ids,
+    labels_text,
+    make_label_list,
+    read_labels,
+)
+from keras_unet.visualize import overlay
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.txt"
+
+
+@dataclass
+class ConversionSummary:
+    """What a conversion did.
+
+    Attributes:
+        files: JSON files found.
+        converted: Files written.
+        skipped: Files whose outputs were already up to date.
+        errors: `(file, reason)` of every file that failed.
+        shapes: Shapes drawn, per shape type.
+        pixels: Pixels per class name (converted files only).
+        labels: The class names, index = class id.
+    """
+
+    files: int = 0
+    converted: int = 0
+    skipped: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    shapes: Counter = field(default_factory=Counter)
+    pixels: Counter = field(default_factory=Counter)
+    labels: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """A human-readable multi-line report."""
+        lines = [
+            f"files: {self.files}  converted: {self.converted}  "
+            f"up to date (skipped): {self.skipped}  errors: {len(self.errors)}",
+            "shapes: " + (", ".join(f"{k} {v}" for k, v in sorted(self.shapes.items())) or "none"),
+            "pixels per class: "
+            + (", ".join(f"{k} {v}" for k, v in self.pixels.most_common()) or "none"),
+        ]
+        lines += [f"ERROR {path}: {reason}" for path, reason in self.errors]
+        return "\n".join(lines)
+
+
+def find_json_files(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+    """All `.json` files below `root`, sorted, skipping the `exclude` folder."""
+    root = Path(root)
+    skip = Path(exclude).resolve() if exclude else None
+    return sorted(
+        p for p in root.rglob("*.json")
+        if not (skip and skip in p.resolve().parents)
+    )
+
+
+def _labels_of_file(path: Path) -> tuple[set[str], str | None]:
+    try:
+        return labels_of(read_annotation(path)), None
+    except LabelMeError as err:
+        return set(), err.reason
+
+
+def labelme_to_masks(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | list[str] | None = None,
+    instances: bool = False,
+    overlays: bool = False,
+    force: bool = False,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ConversionSummary:
+    """Converts a folder tree of LabelMe JSON files into a training dataset.
+
+    Args:
+        input_dir: Folder searched recursively for `.json` files.
+        output_dir: Dataset folder to write (see the module docstring).
+        labels: A `labels.txt` path or a list of class names. `None` builds
+            the map from every label found, sorted.
+        instances: Also write instance-id masks.
+        overlays: Also write overlay pictures for checking by eye.
+        force: Rewrite outputs that are already up to date.
+        strict: Stop at the first bad file (raise) instead of going on.
+        workers: Processes; `None` uses every core, 1 runs in-process.
+        progress: Show a progress bar.
+
+    Returns:
+        A `ConversionSummary`; `summary.errors` lists the bad files.
+
+    Raises:
+        FileNotFoundError: If `input_dir` does not exist.
+        LabelMeError: With `strict=True`, for the first bad file.
+        keras_unet.labels.LabelMapError: If the label map is invalid.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder not found: {input_dir}")
+    paths = find_json_files(input_dir, exclude=output_dir)
+    summary = ConversionSummary(files=len(paths))
+    workers = workers or os.cpu_count() or 1
+
+    found = {paths[i]: r for i, r in _run(_labels_of_file, [(p,) for p in paths], workers)}
+    bad = {p: reason for p, (_, reason) in found.items() if reason}
+    if isinstance(labels, (str, os.PathLike)):
+        names = read_labels(labels)
+    elif labels is not None:
+        names = make_label_list(labels, source="labels")
+    else:
+        names = make_label_list(sorted(set().union(*(s for s, _ in found.values()))))
+    ids = label_ids(names)
+    unknown: dict[str, list[str]] = {}
+    for path, (used, _) in found.items():
+        for label in sorted(used - ids.keys()):
+            unknown.setdefault(label, []).append(str(path))
+            bad.setdefault(path, f"unknown label {label!r} (not in the label map)")
+    if unknown:
+        log.error(
+            "labels missing from the label map: %s",
+            "; ".join(f"{k!r} in {', '.join(v)}" for k, v in unknown.items()),
+        )
+    if strict and bad:
+        path = min(bad)
+        raise LabelMeError(path, bad[path])
+
+    labels_path = output_dir / LABELS_FILE
+    text = labels_text(names)
+    if labels_path.is_file() and labels_path.read_text(encoding="utf-8") != text:
+        log.warning("label map changed since the last run: rewriting every file")
+        force = True
+    files.write_text(labels_path, text)
+    summary.labels = names
+
+    todo = [p for p in paths if p not in bad]
+    summary.errors = [(str(p), r) for p, r in sorted(bad.items())]
+    jobs = [
+        (p, output_dir, _stem(p, input_dir), ids, names, instances, overlays, force)
+        for p in todo
+    ]
+    bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file", disable=not progress)
+    results = _run(_convert_one, jobs, workers, bar=bar)
+    for index, result in results:
+        path = todo[index]
+        if isinstance(result, str):
+            if strict:
+                results.close()
+                bar.close()
+                raise LabelMeError(path, result)
+            summary.errors.append((str(path), result))
+        elif result is None:
+            summary.skipped += 1
+        else:
+            shapes, pixels = result
+            summary.converted += 1
+            summary.shapes.update(shapes)
+            summary.pixels.update(
+                {("__ignore__" if i == IGNORE_ID else names[i]): n for i, n in pixels.items()}
+            )
+    bar.close()
+    summary.errors.sort()
+    return summary
+
+
+def _stem(path: Path, root: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def _outputs(output_dir: Path, stem: str, instances: bool, overlays: bool) -> dict[str, Path]:
+    out = {
+        "image": output_dir / "images" / f"{stem}.png",
+        "mask": output_dir / "masks" / f"{stem}.png",
+    }
+    if instances:
+        out["instances"] = output_dir / "instances" / f"{stem}.png"
+    if overlays:
+        out["overlay"] = output_dir / "overlays" / f"{stem}.jpg"
+    return out
+
+
+def _up_to_date(path: Path, annotation, outputs: dict[str, Path]) -> bool:
+    sources = [path.stat().st_mtime]
+    if not annotation.image_data:
+        sources.append(resolve_image_path(annotation).stat().st_mtime)
+    return all(p.is_file() and p.stat().st_mtime >= max(sources) for p in outputs.values())
+
+
+def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force):
+    """Converts one file. Returns `None` if skipped, a reason on error, else stats."""
+    try:
+        annotation = read_annotation(path)
+        outputs = _outputs(output_dir, stem, instances, overlays)
+        if not force and _up_to_date(path, annotation, outputs):
+            return None
+        image = load_image(annotation)
+        classes, instance_ids = rasterize(annotation.shapes, *image.shape[:2], ids)
+    except LabelMeError as err:
+        return err.reason
+    files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
+    files.save_mask(outputs["mask"], classes)
+    if instances:
+        files.save_instances(outputs["instances"], instance_ids)
+    if overlays:
+        files.save_image(outputs["overlay"], overlay(image, classes, names), quality=90)
+    counts = np.bincount(classes.ravel(), minlength=256)
+    pixels = {int(i): int(n) for i, n in enumerate(counts) if n}
+    return Counter(s.shape_type for s in annotation.shapes), pixels
+
+
+def _run(fn, items: list[tuple], workers: int, bar=None) -> Iterable[tuple[int, object]]:
+    """Yields `(index, fn(*items[index]))` as calls finish.
+
+    Runs in a process pool when `workers > 1`. Closing the generator early
+    (as `strict` mode does) cancels the calls not yet started.
+    """
+    if workers <= 1 or len(items) <= 1:
+        for index, item in enumerate(items):
+            result = fn(*item)
+            if bar is not None:
+                bar.update()
+            yield index, result
+        return
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)))
+    try:
+        futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            if bar is not None:
+                bar.update()
+            yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- masks -> LabelMe -------------------------------------------------------
+
+
+def mask_to_shapes(
+    classes: np.ndarray,
+    names: list[str],
+    instances: np.ndarray | None = None,
+    epsilon: float = 0.0,
+) -> list[dict]:
+    """Class (and instance) masks to LabelMe polygon shapes.
+
+    Every connected region (8-connectivity) becomes a polygon through its
+    boundary pixels. Regions are listed largest first, so that a region lying
+    inside another one's hole is drawn after it; holes become `_background_`
+    polygons drawn over their surrounding region. Drawing the shapes back in
+    order reproduces the mask up to the polygon simplification `epsilon`.
+
+    Args:
+        classes: `(H, W)` class ids (255 = ignore, written as `__ignore__`).
+        names: Class names by id.
+        instances: Optional `(H, W)` instance ids; each instance's regions
+            become polygons sharing its id as `group_id`.
+        epsilon: Douglas-Peucker tolerance in pixels (0 keeps every corner).
+
+    Returns:
+        LabelMe shape dicts.
+
+    Raises:
+        ImportError: If OpenCV is not installed (extra `contours`).
+    """
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "masks2labelme needs OpenCV: pip install 'keras-unet-kit[contours]'"
+        ) from None
+    classes = np.asarray(classes)
+    height, width = classes.shape
+    if instances is not None:
+        regions = [
+            (int(k), int(np.bincount(classes[instances == k]).argmax()), instances == k)
+            for k in np.unique(instances) if k != 0
+        ]
+        covered = instances != 0
+        regions += [(None, int(c), (classes == c) & ~covered) for c in np.unique(classes)]
+    else:
+        regions = [(None, int(c), classes == c) for c in np.unique(classes)]
+
+    polygons = []
+    for group_id, class_id, binary in regions:
+        count, components = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+        for k in range(1, count):
+            component = components == k
+            if class_id == 0 and _touches_border(component):
+                continue  # plain background needs no shape
+            contours, _ = cv2.findContours(
+                component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
+            contour = max(contours, key=len)
+            if epsilon > 0:
+                contour = cv2.approxPolyDP(contour, epsilon, True)
+            points = [[float(x), float(y)] for x, y in contour[:, 0]]
+            points += [points[-1]] * (3 - len(points))  # 1-2 pixel regions
+            label = IGNORE_LABEL if class_id == IGNORE_ID else names[class_id]
+            polygons.append((int(component.sum()), label, group_id, points))
+    polygons.sort(key=lambda p: -p[0])
+    return [
+        {
+            "label": label,
+            "points": points,
+            "group_id": group_id,
+            "description": "",
+            "shape_type": "polygon",
+            "flags": {},
+        }
+        for _, label, group_id, points in polygons
+    ]
+
+
+def _touches_border(region: np.ndarray) -> bool:
+    return bool(region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
+
+
+def masks_to_labelme(
+    images_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | list[str],
+    instances_dir: str | os.PathLike | None = None,
+    foreground_value: int | None = None,
+    epsilon: float = 0.0,
+    embed_images: bool = False,
+    progress: bool = False,
+) -> ConversionSummary:
+    """Writes a LabelMe JSON file per mask, beside a copy of its image.
+
+    Masks are paired with images by file stem (`masks/a.png` <-> `images/a.*`).
+
+    Args:
+        images_dir: Folder of images.
+        masks_dir: Folder of class-id masks (PNG).
+        output_dir: Where the JSON files and the images go.
+        labels: `labels.txt` path or class names by id.
+        instances_dir: Optional folder of instance-id masks (same names).
+        foreground_value: For binary masks stored as 0/N (e.g. 255): pixels
+            equal to it become class 1, all others 0.
+        epsilon: Polygon simplification tolerance in pixels.
+        embed_images: Store the image as `imageData` in the JSON.
+        progress: Show a progress bar.
+
+    Returns:
+        A `ConversionSummary` (pixels and shapes counted per class/type).
+    """
+    names = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else make_label_list(labels)
+    images = {p.stem: p for p in sorted(Path(images_dir).iterdir()) if p.is_file()}
+    masks = sorted(Path(masks_dir).glob("*.png"))
+    output_dir = Path(output_dir)
+    summary = ConversionSummary(files=len(masks), labels=names)
+    for mask_path in tqdm(masks, desc="masks2labelme", unit="file", disable=not progress):
+        image_path = images.get(mask_path.stem)
+        if image_path is None:
+            summary.errors.append((str(mask_path), "no image with this name"))
+            continue
+        classes = np.asarray(PIL.Image.open(mask_path))
+        if classes.ndim == 3:
+            classes = classes[..., 0]
+        if foreground_value is not None:
+            classes = (classes == foreground_value).astype(np.uint8)
+        instance_ids = None
+        if instances_dir is not None:
+            instance_ids = np.asarray(PIL.Image.open(Path(instances_dir) / mask_path.name))
+        shapes = mask_to_shapes(classes, names, instance_ids, epsilon)
+        image_bytes = image_path.read_bytes()
+        target = output_dir / image_path.name
+        files.atomic_write(target, lambda tmp: tmp.write_bytes(image_bytes))
+        document = {
+            "version": "5.5.0",
+            "flags": {},
+            "shapes": shapes,
+            "imagePath": image_path.name,
+            "imageData": base64.b64encode(image_bytes).decode() if embed_images else None,
+            "imageHeight": int(classes.shape[0]),
+            "imageWidth": int(classes.shape[1]),
+        }
+        files.write_text(output_dir / f"{mask_path.stem}.json", json.dumps(document, indent=1))
+        summary.converted += 1
+        summary.shapes.update(s["shape_type"] for s in shapes)
+    files.write_text(output_dir / LABELS_FILE, labels_text(names))
+    return summary

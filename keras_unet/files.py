@@ -1,0 +1,71 @@
+"""Safe file output: every file is written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from keras_unet.labels import palette
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Writes a file through a temporary file in the same folder, then renames.
+
+    An interrupted write leaves the previous file (or none), never a
+    half-written one.
+
+    Args:
+        path: Destination file.
+        write: Called with the temporary path; must write the file there.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically writes UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_image(path: str | os.PathLike, image: PIL.Image.Image, **params) -> Path:
+    """Atomically saves a PIL image; the format follows the file suffix."""
+    fmt = PIL.Image.registered_extensions()[Path(path).suffix.lower()]
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **params))
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Atomically saves a class-id mask as a palette PNG (see `labels.palette`).
+
+    Args:
+        path: Destination `.png`.
+        mask: `(H, W)` uint8 class ids (255 = ignore).
+
+    Returns:
+        The destination path.
+    """
+    image = PIL.Image.fromarray(np.asarray(mask, dtype=np.uint8), "L").convert("P")
+    image.putpalette(palette())
+    return save_image(path, image, compress_level=1)
+
+
+def save_instances(path: str | os.PathLike, instances: np.ndarray) -> Path:
+    """Atomically saves an instance-id mask as a 16-bit greyscale PNG."""
+    image = PIL.Image.fromarray(np.asarray(instances, dtype=np.uint16))
+    return save_image(path, image, compress_level=1)

@@ -1,0 +1,358 @@
+"""The LabelMe annotation format: reading files, rasterizing shapes, and back.
+
+Our own implementation of the format written by the LabelMe app (versions
+3.x to 7.x); labelme itself is only used as a reference in the tests. Shapes
+are drawn with Pillow's `ImageDraw`, as LabelMe does, so masks match its own
+converter pixel for pixel:
+
+| shape_type | points | drawn as |
+|---|---|---|
+| polygon (default) | >= 3 | filled polygon with its outline |
+| rectangle | 2 corners, any order | filled box, both corners included |
+| circle | center, a point on the edge | filled disc |
+| line | 2 | line of width 10 |
+| linestrip | >= 2 | polyline of width 10 with round joints |
+| point | 1 | disc of radius 5 |
+| oriented_rectangle | 4 | filled polygon |
+| mask | 2 (box) | base64 PNG patch at the rounded top-left of the box |
+
+Points outside the image are clipped. Shapes are drawn in file order, later
+over earlier, so a `_background_` shape drawn later cuts a hole.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageOps
+
+from keras_unet.labels import BACKGROUND_LABEL, IGNORE_ID, IGNORE_LABEL
+
+LINE_WIDTH = 10
+POINT_RADIUS = 5
+# shape_type -> (minimum, maximum) number of points; None = no maximum.
+SHAPE_POINTS = {
+    "polygon": (3, None),
+    "rectangle": (2, 2),
+    "circle": (2, 2),
+    "line": (2, 2),
+    "linestrip": (2, None),
+    "point": (1, 1),
+    "oriented_rectangle": (4, 4),
+    "mask": (2, 2),
+}
+
+
+class LabelMeError(ValueError):
+    """A LabelMe file that cannot be converted; names the file and the problem.
+
+    Attributes:
+        path: The JSON file.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class Shape:
+    """One LabelMe shape.
+
+    Attributes:
+        label: Class name.
+        shape_type: One of `SHAPE_POINTS`.
+        points: `(x, y)` pairs in image (upright) coordinates.
+        group_id: Instance group, or `None` (a separate instance).
+        mask: Boolean patch of a `mask` shape, else `None`.
+    """
+
+    label: str
+    shape_type: str
+    points: list[tuple[float, float]]
+    group_id: int | str | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass
+class Annotation:
+    """A parsed LabelMe file.
+
+    Attributes:
+        path: The JSON file.
+        shapes: Its shapes, in file order.
+        image_path: `imagePath` as written in the file (may be `None`).
+        image_data: Base64 `imageData`, or `None`.
+        height: `imageHeight`, or `None`.
+        width: `imageWidth`, or `None`.
+    """
+
+    path: Path
+    shapes: list[Shape] = field(default_factory=list)
+    image_path: str | None = None
+    image_data: str | None = None
+    height: int | None = None
+    width: int | None = None
+
+
+def read_annotation(json_path: str | os.PathLike) -> Annotation:
+    """Parses a LabelMe JSON file (no image decoding).
+
+    Unknown keys are ignored; a missing `shape_type` means polygon and a
+    missing `group_id` means none.
+
+    Args:
+        json_path: The `.json` file.
+
+    Returns:
+        The `Annotation`.
+
+    Raises:
+        LabelMeError: On invalid JSON, a missing `shapes` list, an unknown
+            shape type, or a shape with the wrong number of points.
+    """
+    path = Path(json_path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabelMeError(path, f"invalid JSON ({err})") from None
+    except OSError as err:
+        raise LabelMeError(path, f"cannot read file ({err.strerror})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise LabelMeError(path, "not a LabelMe file: no 'shapes' list")
+    shapes = [_parse_shape(path, i, s) for i, s in enumerate(data["shapes"])]
+    return Annotation(
+        path=path,
+        shapes=shapes,
+        image_path=data.get("imagePath"),
+        image_data=data.get("imageData") or None,
+        height=data.get("imageHeight"),
+        width=data.get("imageWidth"),
+    )
+
+
+def _parse_shape(path: Path, index: int, raw) -> Shape:
+    if not isinstance(raw, dict) or "label" not in raw:
+        raise LabelMeError(path, f"shape #{index} has no label")
+    label = str(raw["label"])
+    shape_type = raw.get("shape_type") or "polygon"
+    where = f"shape #{index} (label {label!r}, {shape_type})"
+    if shape_type not in SHAPE_POINTS:
+        raise LabelMeError(
+            path,
+            f"{where}: unknown shape_type {shape_type!r}; expected one of "
+            f"{', '.join(SHAPE_POINTS)}",
+        )
+    try:
+        points = [(float(x), float(y)) for x, y in raw.get("points") or []]
+    except (TypeError, ValueError):
+        raise LabelMeError(path, f"{where}: points must be [x, y] numbers") from None
+    if not all(math.isfinite(v) for p in points for v in p):
+        raise LabelMeError(path, f"{where}: points must be finite numbers")
+    low, high = SHAPE_POINTS[shape_type]
+    if len(points) < low or (high is not None and len(points) > high):
+        expected = f"{low}" if low == high else f">= {low}"
+        raise LabelMeError(
+            path, f"{where}: degenerate shape, needs {expected} points, has {len(points)}"
+        )
+    mask = _decode_mask(path, where, raw.get("mask")) if shape_type == "mask" else None
+    return Shape(label, shape_type, points, raw.get("group_id"), mask)
+
+
+def _decode_mask(path: Path, where: str, encoded) -> np.ndarray:
+    if not encoded:
+        raise LabelMeError(path, f"{where}: mask shape without 'mask' data")
+    try:
+        patch = PIL.Image.open(io.BytesIO(base64.b64decode(encoded)))
+        return np.asarray(patch.convert("L")) > 0
+    except (binascii.Error, OSError, ValueError):
+        raise LabelMeError(path, f"{where}: 'mask' is not a base64 PNG") from None
+
+
+def resolve_image_path(annotation: Annotation) -> Path:
+    """Finds the image file an annotation refers to by its `imagePath`.
+
+    `imagePath` is relative to the JSON file; Windows backslashes are
+    accepted. If the folder was moved and the path no longer resolves, the
+    file of the same name beside the JSON is used (never one with the JSON's
+    stem: LabelMe pairs by `imagePath`).
+
+    Args:
+        annotation: The parsed file.
+
+    Returns:
+        The image path.
+
+    Raises:
+        LabelMeError: If there is no `imagePath` or no such file.
+    """
+    if not annotation.image_path:
+        raise LabelMeError(annotation.path, "no imageData and no imagePath")
+    relative = annotation.image_path.replace("\\", "/")
+    folder = annotation.path.parent
+    candidates = [folder / relative, folder / Path(relative).name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise LabelMeError(
+        annotation.path,
+        f"image not found: imagePath {annotation.image_path!r} "
+        f"(looked for {', '.join(str(c) for c in dict.fromkeys(candidates))})",
+    )
+
+
+def load_image(annotation: Annotation) -> np.ndarray:
+    """Decodes the annotated image as upright RGB.
+
+    `imageData` wins over `imagePath`. An image file gets its EXIF
+    orientation applied, as the LabelMe app does when it shows it (the
+    points are in those upright coordinates); embedded `imageData` is used
+    as stored, as the app does. Palette images are resolved, grayscale is
+    expanded, alpha is dropped and 16-bit images are scaled to 8 bits.
+
+    Args:
+        annotation: The parsed file.
+
+    Returns:
+        `(H, W, 3)` uint8 array.
+
+    Raises:
+        LabelMeError: If the image is missing or cannot be decoded, or its
+            size disagrees with `imageHeight`/`imageWidth`.
+    """
+    if annotation.image_data:
+        try:
+            source = io.BytesIO(base64.b64decode(annotation.image_data))
+        except (binascii.Error, ValueError):
+            raise LabelMeError(annotation.path, "imageData is not valid base64") from None
+        where, upright = "imageData", False
+    else:
+        source = resolve_image_path(annotation)
+        where, upright = str(source), True
+    try:
+        with PIL.Image.open(source) as image:
+            if upright:
+                image = PIL.ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
+        raise LabelMeError(annotation.path, f"cannot decode image {where} ({err})") from None
+    expected = (annotation.height, annotation.width)
+    if None not in expected and tuple(rgb.shape[:2]) != expected:
+        raise LabelMeError(
+            annotation.path,
+            f"image size mismatch: imageHeight x imageWidth is {expected[0]}x"
+            f"{expected[1]} but {where} is {rgb.shape[0]}x{rgb.shape[1]}",
+        )
+    return rgb
+
+
+def to_rgb(image: PIL.Image.Image) -> np.ndarray:
+    """Converts any PIL image to an `(H, W, 3)` uint8 RGB array.
+
+    Args:
+        image: A PIL image of any mode (palette, L, LA, RGBA, I;16, ...).
+
+    Returns:
+        The RGB array; 16-bit and 32-bit grey values are scaled to 0..255.
+    """
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max() > 255 else 255.0
+        grey = np.clip(array * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
+
+
+def rasterize(
+    shapes: list[Shape], height: int, width: int, ids: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws shapes into a class-id mask and an instance-id mask.
+
+    Instances are numbered 1, 2, ... in order of first appearance per
+    `(label, group_id)`; a shape without `group_id` is an instance of its
+    own. `_background_` and `__ignore__` shapes set the instance mask to 0.
+
+    Args:
+        shapes: Shapes in drawing order.
+        height: Image height.
+        width: Image width.
+        ids: Label -> class id (`__ignore__` -> 255); every label of
+            `shapes` must be in it.
+
+    Returns:
+        `(classes, instances)`: uint8 `(H, W)` class ids (255 = ignore) and
+        uint16 `(H, W)` instance ids (0 = none).
+    """
+    classes = PIL.Image.new("L", (width, height), 0)
+    instances = PIL.Image.new("I", (width, height), 0)
+    draw_classes = PIL.ImageDraw.Draw(classes)
+    draw_instances = PIL.ImageDraw.Draw(instances)
+    numbering: dict[tuple, int] = {}
+    for index, shape in enumerate(shapes):
+        class_id = ids[shape.label]
+        if class_id in (0, IGNORE_ID):
+            instance_id = 0
+        else:
+            group = ("shape", index) if shape.group_id is None else ("group", shape.group_id)
+            key = (shape.label, group)
+            instance_id = numbering.setdefault(key, len(numbering) + 1)
+        if shape.shape_type == "mask":
+            _paste_mask(classes, shape, class_id)
+            _paste_mask(instances, shape, instance_id)
+        else:
+            draw_shape(draw_classes, shape, class_id)
+            draw_shape(draw_instances, shape, instance_id)
+    return np.asarray(classes), np.asarray(instances).astype(np.uint16)
+
+
+def draw_shape(draw: PIL.ImageDraw.ImageDraw, shape: Shape, value: int) -> None:
+    """Draws one non-mask shape with `value` (fill and outline).
+
+    Args:
+        draw: Drawing context of an `"L"` or `"I"` image.
+        shape: The shape (any type but `mask`).
+        value: Pixel value to draw.
+    """
+    points = shape.points
+    kind = shape.shape_type
+    if kind in ("circle", "point"):
+        (cx, cy) = points[0]
+        radius = math.dist(points[0], points[1]) if kind == "circle" else POINT_RADIUS
+        draw.ellipse(
+            ((cx - radius, cy - radius), (cx + radius, cy + radius)), fill=value, outline=value
+        )
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = points
+        box = ((min(x0, x1), min(y0, y1)), (max(x0, x1), max(y0, y1)))
+        draw.rectangle(box, fill=value, outline=value)
+    elif kind == "line":
+        draw.line(points, fill=value, width=LINE_WIDTH)
+    elif kind == "linestrip":
+        draw.line(points, fill=value, width=LINE_WIDTH, joint="curve")
+    else:  # polygon, oriented_rectangle
+        draw.polygon(points, fill=value, outline=value)
+
+
+def _paste_mask(image: PIL.Image.Image, shape: Shape, value: int) -> None:
+    """Pastes a mask shape's patch at the rounded top-left of its box."""
+    left = round(min(p[0] for p in shape.points))
+    top = round(min(p[1] for p in shape.points))
+    stencil = PIL.Image.fromarray(shape.mask.astype(np.uint8) * 255, "L")
+    image.paste(value, (left, top, left + stencil.width, top + stencil.height), stencil)
+
+
+def labels_of(annotation: Annotation) -> set[str]:
+    """The class labels used by an annotation (without `__ignore__`)."""
+    return {s.label for s in annotation.shapes} - {IGNORE_LABEL, BACKGROUND_LABEL}

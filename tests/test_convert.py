@@ -1,0 +1,210 @@
+"""Tests for keras_unet.convert and the labelme2masks / masks2labelme commands."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet.cli import main
+from keras_unet.convert import labelme_to_masks, mask_to_shapes, masks_to_labelme
+from keras_unet.labelme import LabelMeError, Shape, rasterize
+from keras_unet.labels import label_ids
+
+
+def write_file(folder, name, shapes, size=(30, 40), image=True, image_name=None):
+    image_name = image_name or f"{name}.png"
+    if image:
+        PIL.Image.fromarray(np.full((*size, 3), 100, np.uint8)).save(folder / image_name)
+    doc = {"version": "5.5.0", "shapes": shapes, "imagePath": image_name,
+           "imageData": None, "imageHeight": size[0], "imageWidth": size[1]}
+    (folder / f"{name}.json").write_text(json.dumps(doc))
+
+
+def box(label, x0, y0, x1, y1, group_id=None):
+    return {"label": label, "points": [[x0, y0], [x1, y1]], "shape_type": "rectangle",
+            "group_id": group_id}
+
+
+@pytest.fixture
+def good_folder(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    write_file(src, "one", [box("cat", 0, 0, 9, 9), box("dog", 20, 0, 29, 9)])
+    write_file(src / "sub", "one", [box("dog", 0, 0, 4, 4)])  # same stem, other folder
+    return src
+
+
+def read_png(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+def test_converts_a_folder_tree_with_one_label_map(good_folder, tmp_path):
+    out = tmp_path / "out"
+    summary = labelme_to_masks(good_folder, out, instances=True, overlays=True, workers=1)
+    assert summary.converted == 2 and not summary.errors
+    assert (out / "labels.txt").read_text() == "__ignore__\n_background_\ncat\ndog\n"
+    mask = read_png(out / "masks" / "one.png")
+    assert (mask == 1).sum() == 100 and (mask == 2).sum() == 100
+    assert (read_png(out / "masks" / "sub" / "one.png") == 2).sum() == 25
+    assert read_png(out / "images" / "one.png").shape == (30, 40, 3)
+    assert set(np.unique(read_png(out / "instances" / "one.png"))) == {0, 1, 2}
+    assert (out / "overlays" / "sub" / "one.jpg").is_file()
+    assert summary.shapes["rectangle"] == 3 and summary.pixels["dog"] == 125
+
+
+def test_parallel_conversion_equals_serial(good_folder, tmp_path):
+    labelme_to_masks(good_folder, tmp_path / "a", workers=1)
+    labelme_to_masks(good_folder, tmp_path / "b", workers=2)
+    for name in ("one.png", "sub/one.png"):
+        np.testing.assert_array_equal(read_png(tmp_path / "a/masks" / name),
+                                      read_png(tmp_path / "b/masks" / name))
+
+
+def test_rerun_skips_up_to_date_outputs_unless_forced(good_folder, tmp_path):
+    out = tmp_path / "out"
+    labelme_to_masks(good_folder, out, workers=1)
+    assert labelme_to_masks(good_folder, out, workers=1).skipped == 2
+    assert labelme_to_masks(good_folder, out, workers=1, force=True).converted == 2
+    later = os.stat(out / "masks" / "one.png").st_mtime + 10
+    os.utime(good_folder / "one.json", (later, later))  # annotation edited
+    summary = labelme_to_masks(good_folder, out, workers=1)
+    assert (summary.converted, summary.skipped) == (1, 1)
+
+
+def test_sources_are_never_modified(good_folder, tmp_path):
+    before = {p: p.read_bytes() for p in good_folder.rglob("*") if p.is_file()}
+    labelme_to_masks(good_folder, tmp_path / "out", overlays=True, workers=1)
+    assert before == {p: p.read_bytes() for p in good_folder.rglob("*") if p.is_file()}
+
+
+def test_no_temporary_files_are_left_behind(good_folder, tmp_path):
+    labelme_to_masks(good_folder, tmp_path / "out", workers=2)
+    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
+
+
+@pytest.fixture
+def mixed_folder(good_folder):
+    (good_folder / "broken.json").write_text("{oops")
+    write_file(good_folder, "noimage", [box("cat", 0, 0, 5, 5)], image=False)
+    write_file(good_folder, "ellipse", [{"label": "cat", "points": [[0, 0], [5, 5]],
+                                         "shape_type": "ellipse"}])
+    write_file(good_folder, "stranger", [box("zebra", 0, 0, 5, 5)])
+    write_file(good_folder, "sizes", [box("cat", 0, 0, 5, 5)], image=False, image_name="s.png")
+    PIL.Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(good_folder / "s.png")
+    write_file(good_folder, "thin", [{"label": "cat", "points": [[0, 0], [5, 5]]}])
+    return good_folder
+
+
+def test_bad_files_are_reported_and_good_ones_converted(mixed_folder, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("__ignore__\n_background_\ncat\ndog\n")
+    summary = labelme_to_masks(mixed_folder, tmp_path / "out", labels=labels, workers=2)
+    reasons = {os.path.basename(path): reason for path, reason in summary.errors}
+    assert "invalid JSON" in reasons["broken.json"]
+    assert "image not found" in reasons["noimage.json"]
+    assert "unknown shape_type 'ellipse'" in reasons["ellipse.json"]
+    assert "unknown label 'zebra'" in reasons["stranger.json"]
+    assert "size mismatch" in reasons["sizes.json"]
+    assert "needs >= 3 points" in reasons["thin.json"]
+    assert summary.converted == 2
+    assert (tmp_path / "out" / "masks" / "sub" / "one.png").is_file()
+
+
+def test_cli_exits_non_zero_and_names_each_bad_file(mixed_folder, tmp_path, capsys):
+    code = main(["labelme2masks", str(mixed_folder), str(tmp_path / "out"), "--workers", "1"])
+    out = capsys.readouterr().out
+    assert code == 1
+    for name in ("broken.json", "noimage.json", "ellipse.json", "sizes.json", "thin.json"):
+        assert f"{name}: " in out
+    assert "converted: 3" in out  # zebra is a class when no label map is given
+
+
+def test_cli_strict_stops_at_the_first_bad_file(mixed_folder, tmp_path, capsys):
+    code = main(["labelme2masks", str(mixed_folder), str(tmp_path / "out"), "--strict"])
+    assert code == 1
+    assert "error: " in capsys.readouterr().err
+    with pytest.raises(LabelMeError):
+        labelme_to_masks(mixed_folder, tmp_path / "out2", strict=True, workers=1)
+
+
+def test_unknown_labels_are_all_listed_with_their_files(good_folder, tmp_path, caplog):
+    write_file(good_folder, "z1", [box("zebra", 0, 0, 5, 5), box("yak", 0, 0, 2, 2)])
+    write_file(good_folder, "z2", [box("zebra", 0, 0, 5, 5)])
+    summary = labelme_to_masks(good_folder, tmp_path / "out", labels=["cat", "dog"], workers=1)
+    assert len(summary.errors) == 2
+    log = caplog.text
+    assert "'zebra' in" in log and "z1.json" in log and "z2.json" in log and "'yak' in" in log
+
+
+def test_label_map_change_rewrites_every_file(good_folder, tmp_path):
+    out = tmp_path / "out"
+    labelme_to_masks(good_folder, out, workers=1)
+    summary = labelme_to_masks(good_folder, out, labels=["dog", "cat"], workers=1)
+    assert summary.converted == 2
+    assert (read_png(out / "masks" / "sub" / "one.png") == 1).sum() == 25
+
+
+def test_examples_convert_through_the_cli(shared_datasets, tmp_path):
+    code = main(["labelme2masks", str(shared_datasets / "labelme_examples"),
+                 str(tmp_path / "out"), "--instances", "--workers", "2"])
+    assert code == 0
+    assert len(list((tmp_path / "out" / "masks").rglob("*.png"))) == 18
+
+
+# --- masks -> LabelMe -------------------------------------------------------
+
+
+def redraw(shapes, shape_hw, names):
+    parsed = [Shape(s["label"], "polygon", [tuple(p) for p in s["points"]], s["group_id"])
+              for s in shapes]
+    return rasterize(parsed, *shape_hw, label_ids(names))
+
+
+def test_mask_with_holes_islands_and_single_pixels_round_trips_exactly():
+    names = ["_background_", "a", "b"]
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:35, 5:45] = 1
+    mask[10:30, 10:30] = 0      # a hole ...
+    mask[15:20, 15:20] = 1      # ... with an island of the same class
+    mask[22:26, 22:26] = 2      # and one of another class
+    mask[2, 2] = 2              # single pixel
+    mask[0:3, 47] = 255         # ignore
+    classes, _ = redraw(mask_to_shapes(mask, names), mask.shape, names)
+    np.testing.assert_array_equal(classes, mask)
+
+
+def test_instances_round_trip_with_group_ids():
+    names = ["_background_", "cell"]
+    instances = np.zeros((30, 30), np.uint16)
+    instances[2:10, 2:10] = 1
+    instances[10:20, 2:10] = 2          # touches instance 1
+    instances[20:25, 20:25] = 3
+    instances[26:28, 20:22] = 3         # second part of instance 3
+    classes = (instances > 0).astype(np.uint8)
+    shapes = mask_to_shapes(classes, names, instances)
+    assert {s["group_id"] for s in shapes} == {1, 2, 3}
+    got_classes, got_instances = redraw(shapes, classes.shape, names)
+    np.testing.assert_array_equal(got_classes, classes)
+    for k in (1, 2, 3):
+        assert len(np.unique(got_instances[instances == k])) == 1
+
+
+def test_masks2labelme_round_trip_on_real_nuclei(shared_datasets, tmp_path):
+    src = shared_datasets / "dsb2018_nuclei"
+    names = sorted(p.name for p in (src / "masks").glob("*.png"))[:5]
+    for sub in ("images", "masks", "labels"):
+        (tmp_path / sub).mkdir()
+        for name in names:
+            shutil.copy(src / sub / name, tmp_path / sub / name)
+    (tmp_path / "labels.txt").write_text("_background_\nnucleus\n")
+    masks_to_labelme(tmp_path / "images", tmp_path / "masks", tmp_path / "lm",
+                     labels=tmp_path / "labels.txt", instances_dir=tmp_path / "labels",
+                     foreground_value=255)
+    summary = labelme_to_masks(tmp_path / "lm", tmp_path / "out", instances=True, workers=1)
+    assert summary.converted == 5
+    for name in names:
+        expected = (read_png(src / "masks" / name) == 255).astype(np.uint8)
+        np.testing.assert_array_equal(read_png(tmp_path / "out/masks" / name), expected)

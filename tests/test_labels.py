@@ -1,0 +1,56 @@
+"""Tests for keras_unet.labels: labels.txt and the mask palette."""
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet.files import save_mask
+from keras_unet.labels import LabelMapError, label_ids, labels_text, make_label_list, read_labels
+
+
+def test_labels_txt_follows_the_labelme_convention(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("__ignore__\n_background_\n\ncat\npotted plant\n  dog  \n")
+    names = read_labels(path)
+    assert names == ["_background_", "cat", "potted plant", "dog"]
+    assert label_ids(names) == {
+        "__ignore__": 255, "_background_": 0, "cat": 1, "potted plant": 2, "dog": 3
+    }
+
+
+def test_background_is_zero_even_when_missing_or_late():
+    assert make_label_list(["cat", "_background_", "dog"]) == ["_background_", "cat", "dog"]
+    assert make_label_list(["cat"]) == ["_background_", "cat"]
+
+
+def test_duplicate_labels_are_rejected(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("_background_\ncat\ncat\n")
+    with pytest.raises(LabelMapError, match="labels.txt: label 'cat' appears twice"):
+        read_labels(path)
+
+
+def test_more_than_254_classes_is_an_error_not_a_wrap():
+    make_label_list([f"c{i}" for i in range(254)])
+    with pytest.raises(LabelMapError, match="255 classes do not fit"):
+        make_label_list([f"c{i}" for i in range(255)])
+
+
+def test_labels_text_round_trips(tmp_path):
+    names = ["_background_", "a", "b"]
+    (tmp_path / "labels.txt").write_text(labels_text(names))
+    assert read_labels(tmp_path / "labels.txt") == names
+
+
+def test_palette_masks_read_as_class_ids_with_pil_and_tensorflow(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    mask = np.array([[0, 1, 2, 3], [254, 255, 7, 0]], np.uint8)
+    save_mask(tmp_path / "m.png", mask)
+    image = PIL.Image.open(tmp_path / "m.png")
+    assert image.mode == "P"
+    np.testing.assert_array_equal(np.asarray(image), mask)
+    decoded = tf.io.decode_png(tf.io.read_file(str(tmp_path / "m.png")), channels=3)
+    np.testing.assert_array_equal(decoded.numpy()[..., 0], mask)
+    # and the classes are visibly different colours
+    colours = {tuple(c) for c in decoded.numpy().reshape(-1, 3)}
+    assert len(colours) == len(np.unique(mask))

@@ -1,0 +1,64 @@
+"""Rebuilds datasets/nuclei/ from ../shared/datasets/dsb2018_nuclei (maintainers only).
+
+Picks a fixed, stratified subset of the DSB2018 nuclei images and stores
+them as LabelMe annotations (one polygon per nucleus, group_id = nucleus)
+with `keras-unet masks2labelme`, so that the main job exercises the whole
+LabelMe -> masks -> training path.
+
+    python tools/make_sample_dataset.py [--source ../shared/datasets/dsb2018_nuclei]
+"""
+
+import argparse
+import csv
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from keras_unet.convert import masks_to_labelme
+from keras_unet.files import write_text
+
+REPO = Path(__file__).resolve().parents[1]
+# (modality, height, width) -> (train images, val images)
+PICK = {
+    ("fluorescence", "256", "256"): (26, 8),
+    ("fluorescence", "360", "360"): (8, 3),
+    ("color_brightfield", "256", "320"): (10, 3),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=str(REPO.parent / "shared/datasets/dsb2018_nuclei"))
+    parser.add_argument("--output", default=str(REPO / "datasets/nuclei"))
+    args = parser.parse_args()
+    source, output = Path(args.source), Path(args.output)
+    rows = list(csv.DictReader(open(source / "metadata.csv")))
+    rng = random.Random(2018)
+    chosen = {"train": [], "val": []}
+    for (modality, h, w), counts in PICK.items():
+        for split, count in zip(("train", "val"), counts):
+            pool = sorted(
+                r["id"] for r in rows
+                if (r["modality"], r["height"], r["width"], r["split"]) == (modality, h, w, split)
+            )
+            chosen[split] += rng.sample(pool, count)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for sub in ("images", "masks", "labels"):
+            (tmp / sub).mkdir()
+            for name in chosen["train"] + chosen["val"]:
+                shutil.copy(source / sub / f"{name}.png", tmp / sub / f"{name}.png")
+        if output.exists():
+            shutil.rmtree(output)
+        summary = masks_to_labelme(
+            tmp / "images", tmp / "masks", output,
+            labels=["_background_", "nucleus"], instances_dir=tmp / "labels",
+            foreground_value=255, progress=True,
+        )
+    print(summary.format())
+    write_text(output / "val.txt", "\n".join(sorted(chosen["val"])) + "\n")
+
+
+if __name__ == "__main__":
+    main()
