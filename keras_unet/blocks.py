@@ -27,7 +27,9 @@ def _normalization(x, normalization: str | None, name: str):
         Tensor of the same shape.
     """
     if normalization == "batch":
-        return layers.BatchNormalization(name=name)(x)
+        # Momentum 0.9 (PyTorch's default) rather than Keras' 0.99: the moving
+        # statistics settle within the short schedules segmentation uses.
+        return layers.BatchNormalization(momentum=0.9, name=name)(x)
     if normalization == "group":
         # The largest group count <= 8 that divides the channels.
         groups = math.gcd(8, x.shape[-1])

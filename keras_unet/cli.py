@@ -7,6 +7,7 @@ dataset (`keras-unet run`). `tools/*.py` call the same subcommands.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -59,9 +60,78 @@ def _masks2labelme(args) -> int:
 
 
 def _run(args) -> int:
-    from keras_unet.pipeline import run_main_job
+    from keras_unet.quickstart import run_main_job
 
-    return run_main_job(args.dataset, args.work_dir)
+    return run_main_job(args.dataset, args.work_dir, epochs=args.epochs)
+
+
+# train flag -> (TrainConfig field or "model.<build_unet option>", argparse kwargs)
+TRAIN_FLAGS = {
+    "--data": ("data", dict(help="dataset folder (images/, masks/, labels.txt)")),
+    "--images": ("images_dir", dict(help="images folder of a plain image/mask pair")),
+    "--masks": ("masks_dir", dict(help="masks folder of a plain image/mask pair")),
+    "--labels": ("labels", dict(help="labels.txt (default: the dataset's)")),
+    "--foreground-value": ("foreground_value", dict(type=int, help="binary masks: fg value")),
+    "--val-fraction": ("val_fraction", dict(type=float, help="validation share (0.2)")),
+    "--val-list": ("val_list", dict(help="file of validation pair names")),
+    "--work-dir": ("work_dir", dict(help="run folder (runs/train)")),
+    "--channels": ("channels", dict(type=int, choices=(1, 3), help="image channels (3)")),
+    "--crop-size": ("crop_size", dict(type=int, help="training crop size (256)")),
+    "--batch-size": ("batch_size", dict(type=int, help="global batch size (8)")),
+    "--epochs": ("epochs", dict(type=int, help="epochs (50)")),
+    "--steps-per-epoch": ("steps_per_epoch", dict(type=int, help="steps per epoch")),
+    "--lr": ("lr", dict(type=float, help="peak learning rate (1e-3)")),
+    "--schedule": ("schedule", dict(choices=("cosine", "constant"))),
+    "--loss": ("loss", dict(choices=("dice_ce", "dice", "cross_entropy", "focal", "tversky"))),
+    "--class-weighting": ("class_weighting", dict(choices=("none", "median_frequency"))),
+    "--early-stopping": ("early_stopping", dict(type=int, help="patience, 0 = off (20)")),
+    "--seed": ("seed", dict(type=int)),
+    "--mixed-precision": ("mixed_precision", dict(choices=("auto", "on", "off"))),
+    "--jit-compile": ("jit_compile", dict(choices=("auto", "on", "off"))),
+    "--filters": ("model.filters", dict(type=int, help="base filters (32)")),
+    "--depth": ("model.depth", dict(type=int, help="poolings (4)")),
+    "--normalization": ("model.normalization", dict(choices=("batch", "group"))),
+    "--upsampling": ("model.upsampling", dict(choices=("transpose", "nearest", "bilinear"))),
+    "--dropout": ("model.dropout", dict(type=float)),
+}
+
+
+def _train(args) -> int:
+    from keras_unet.dataset import DatasetError
+    from keras_unet.train import TrainConfig, TrainingError, train
+
+    overrides = {}
+    for flag, (key, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if key.startswith("model."):
+            overrides.setdefault("model", {})[key[6:]] = value
+        else:
+            overrides[key] = value
+    for flag in ("attention", "residual"):
+        if getattr(args, flag):
+            overrides.setdefault("model", {})[flag] = True
+    if args.deterministic:
+        overrides["deterministic"] = True
+    if args.no_tensorboard:
+        overrides["tensorboard"] = False
+    try:
+        base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        model = {**base.model, **overrides.pop("model", {})}
+        config = dataclasses.replace(base, **overrides, model=model)
+        if not (config.data or (config.images_dir and config.masks_dir)):
+            print("error: give --data or --images and --masks (or --config)", file=sys.stderr)
+            return 2
+        result = train(config)
+    except (DatasetError, TrainingError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    from keras_unet.evaluate import format_scores
+
+    print(format_scores(result.scores))
+    print(f"run folder: {result.run_dir}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="main job on a LabelMe dataset (default: bundled sample)")
     run.add_argument("--dataset", default=str(SAMPLE_DATASET), help="folder of LabelMe JSON")
     run.add_argument("--work-dir", default="runs/sample", help="where results go")
+    run.add_argument("--epochs", type=int, default=None, help="training epochs")
     run.set_defaults(func=_run)
+
+    tr = sub.add_parser("train", help="train a U-Net on a dataset folder")
+    tr.add_argument("--config", help="YAML/JSON config; flags override it")
+    for flag, (_, kwargs) in TRAIN_FLAGS.items():
+        tr.add_argument(flag, default=None, **kwargs)
+    tr.add_argument("--attention", action="store_true", help="attention gates")
+    tr.add_argument("--residual", action="store_true", help="residual blocks")
+    tr.add_argument("--deterministic", action="store_true", help="reproducible input")
+    tr.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    tr.set_defaults(func=_train)
 
     l2m = sub.add_parser("labelme2masks", help="LabelMe JSON folder -> training dataset")
     l2m.add_argument("input", help="folder searched recursively for LabelMe .json files")

@@ -17,3 +17,28 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATASETS} (a user's clone)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def nuclei_dataset(tmp_path_factory) -> Path:
+    """The bundled LabelMe sample converted to a dataset folder (58 pairs)."""
+    from keras_unet.convert import labelme_to_masks
+
+    out = tmp_path_factory.mktemp("nuclei")
+    summary = labelme_to_masks(REPO / "datasets" / "nuclei", out, workers=2)
+    assert not summary.errors
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_nuclei(nuclei_dataset, tmp_path_factory) -> Path:
+    """Eight real nucleus image/mask pairs (the first, sorted by name)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("tiny_nuclei")
+    shutil.copy(nuclei_dataset / "labels.txt", out / "labels.txt")
+    for sub in ("images", "masks"):
+        (out / sub).mkdir()
+        for path in sorted((nuclei_dataset / sub).glob("*.png"))[:8]:
+            shutil.copy(path, out / sub / path.name)
+    return out

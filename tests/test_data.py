@@ -1,0 +1,152 @@
+"""Tests for keras_unet.data: the tf.data pipeline and joint augmentation."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import tensorflow as tf
+
+from keras_unet.data import Augment, class_weights_from_counts, make_dataset, pixel_weights
+from keras_unet.dataset import load_dataset
+from keras_unet.files import save_mask
+
+NO_PHOTOMETRIC = dict(brightness=0.0, contrast=None)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """Images of random bright blobs whose mask is 'pixel is bright'.
+
+    Any augmentation that moves the image but not the mask (or the other
+    way round) breaks `mask == (image > 0.5)`.
+    """
+    root = tmp_path_factory.mktemp("blobs")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    (root / "labels.txt").write_text("_background_\nblob\n")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        h, w = (48, 64) if i % 2 else (64, 40)
+        bright = np.zeros((h, w), bool)
+        for _ in range(4):
+            y, x, r = rng.integers(0, h), rng.integers(0, w), rng.integers(3, 9)
+            yy, xx = np.mgrid[:h, :w]
+            bright |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+        bright[:5, :9] = True  # an asymmetric corner marker
+        grey = np.where(bright, 220, 30).astype(np.uint8)
+        PIL.Image.fromarray(grey).save(root / "images" / f"b{i}.png")
+        save_mask(root / "masks" / f"b{i}.png", bright.astype(np.uint8))
+    return load_dataset(root)
+
+
+def batches(dataset, n=3, **kwargs):
+    ds = make_dataset(dataset, channels=1, batch_size=3, crop_size=32, pad_multiple=8,
+                      deterministic=True, **kwargs)
+    return [tuple(t.numpy() for t in batch) for batch in ds.repeat().take(n)]
+
+
+@pytest.mark.parametrize("settings", [
+    Augment(flip=True, rotate90=False, scale=None, **NO_PHOTOMETRIC),
+    Augment(flip=False, rotate90=True, scale=None, **NO_PHOTOMETRIC),
+    Augment(flip=False, rotate90=False, scale=None, **NO_PHOTOMETRIC),  # crop only
+    Augment(scale=None),  # flips, rotations, crop, brightness, contrast
+], ids=["flip", "rot90", "crop", "all_but_scale"])
+def test_image_and_mask_stay_aligned(blobs, settings):
+    for images, masks in batches(blobs, training=True, augmentations=settings):
+        labelled = masks[..., 0] != 255
+        bright = images[..., 0] > images[..., 0].mean(axis=(1, 2), keepdims=True)
+        assert (bright == (masks[..., 0] == 1))[labelled].all()
+
+
+def test_scaling_keeps_alignment_up_to_edge_pixels(blobs):
+    settings = Augment(flip=True, rotate90=True, scale=(0.6, 1.6), **NO_PHOTOMETRIC)
+    for images, masks in batches(blobs, training=True, augmentations=settings):
+        labelled = masks[..., 0] != 255
+        bright = images[..., 0] > 0.5
+        agreement = (bright == (masks[..., 0] == 1))[labelled].mean()
+        assert agreement > 0.97
+
+
+def test_augmentations_actually_change_the_examples(blobs):
+    plain = batches(blobs, training=True, augmentations=Augment(
+        flip=False, rotate90=False, scale=None, **NO_PHOTOMETRIC), n=1)[0]
+    augmented = batches(blobs, training=True, n=1)[0]
+    assert not np.array_equal(plain[1], augmented[1])
+
+
+def test_masks_keep_only_valid_class_ids_and_dtypes(blobs):
+    for images, masks in batches(blobs, training=True, augmentations=Augment(elastic=True)):
+        assert images.dtype == np.float32 and images.shape == (3, 32, 32, 1)
+        assert masks.dtype == np.uint8 and masks.shape == (3, 32, 32, 1)
+        assert set(np.unique(masks)) <= {0, 1, 255}
+        assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_elastic_deformation_moves_image_and_mask_together(blobs):
+    settings = Augment(flip=False, rotate90=False, scale=None, elastic=True, **NO_PHOTOMETRIC)
+    for images, masks in batches(blobs, training=True, augmentations=settings):
+        labelled = masks[..., 0] != 255
+        agreement = ((images[..., 0] > 0.5) == (masks[..., 0] == 1))[labelled].mean()
+        assert agreement > 0.95
+
+
+def test_deterministic_mode_repeats_exactly_and_seed_matters(blobs):
+    first = batches(blobs, training=True, seed=3)
+    second = batches(blobs, training=True, seed=3)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    other = batches(blobs, training=True, seed=4)
+    assert not np.array_equal(first[0][1], other[0][1])
+
+
+def test_validation_pads_to_the_model_multiple_with_ignore(blobs):
+    ds = make_dataset(blobs, channels=1, training=False, batch_size=1, pad_multiple=16)
+    for images, masks in ds:
+        h, w = images.shape[1:3]
+        assert h % 16 == 0 and w % 16 == 0
+        original = np.asarray(PIL.Image.open(blobs.masks[0]))
+        assert (masks.numpy()[0, ..., 0] == 255).sum() >= 0
+        break
+    first = next(iter(ds))[1].numpy()[0, ..., 0]
+    np.testing.assert_array_equal(first[: original.shape[0], : original.shape[1]], original)
+    assert (first[original.shape[0]:] == 255).all()
+
+
+def test_class_weights_become_pixel_weights_with_ignore_zero():
+    weights = class_weights_from_counts({0: 900, 1: 100, 2: 300}, 3)
+    assert weights == pytest.approx([300 / 900, 3.0, 1.0])
+    mask = tf.constant([[[0], [1], [2], [255]]], tf.uint8)
+    np.testing.assert_allclose(pixel_weights(mask, weights).numpy(),
+                               [[300 / 900, 3.0, 1.0, 0.0]], rtol=1e-6)
+
+
+def test_sample_weights_are_yielded_when_asked(blobs):
+    ds = make_dataset(blobs, channels=3, training=True, batch_size=2, crop_size=32,
+                      class_weights=[1.0, 4.0])
+    images, masks, weights = next(iter(ds))
+    assert images.shape[-1] == 3 and weights.shape == masks.shape[:3]
+    np.testing.assert_array_equal(weights.numpy() == 4.0, masks.numpy()[..., 0] == 1)
+
+
+def test_binary_masks_with_a_foreground_value(tmp_path):
+    (tmp_path / "i").mkdir()
+    (tmp_path / "m").mkdir()
+    PIL.Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "i" / "a.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8] = 255
+    PIL.Image.fromarray(mask).save(tmp_path / "m" / "a.png")
+    dataset = load_dataset(images_dir=tmp_path / "i", masks_dir=tmp_path / "m", foreground_value=255)
+    _, masks = next(iter(make_dataset(dataset, channels=1, training=False, batch_size=1)))
+    np.testing.assert_array_equal(masks.numpy()[0, ..., 0], (mask == 255).astype(np.uint8))
+
+
+def test_sixteen_bit_images_are_scaled_to_unit_range(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "labels.txt").write_text("_background_\nx\n")
+    values = np.array([[0, 65535], [32768, 1000]], np.uint16)
+    PIL.Image.fromarray(values).save(tmp_path / "images" / "a.png")
+    save_mask(tmp_path / "masks" / "a.png", np.zeros((2, 2), np.uint8))
+    images, _ = next(iter(make_dataset(load_dataset(tmp_path), channels=1, training=False,
+                                       batch_size=1, pad_multiple=1)))
+    np.testing.assert_allclose(images.numpy()[0, ..., 0], values / 65535, atol=1e-6)

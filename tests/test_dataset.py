@@ -1,0 +1,87 @@
+"""Tests for keras_unet.dataset: pairing, checking and splitting."""
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet.dataset import DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.files import save_mask
+
+
+def make_pairs(root, n=4, size=(16, 20), mask_values=(0, 1)):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "labels.txt").write_text("__ignore__\n_background_\nthing\n")
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        PIL.Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
+            root / "images" / f"p{i}.jpg")
+        save_mask(root / "masks" / f"p{i}.png",
+                  rng.choice(mask_values, size).astype(np.uint8))
+    return root
+
+
+def test_pairs_are_matched_by_name_and_counted(tmp_path):
+    dataset = load_dataset(make_pairs(tmp_path / "d"))
+    assert [p.rsplit("/", 1)[1] for p in dataset.images] == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]
+    assert dataset.names == ["_background_", "thing"]
+    counts = check_dataset(dataset)
+    assert sum(counts.values()) == 4 * 16 * 20
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DatasetError, match="images: no images"):
+        load_dataset(tmp_path)
+
+
+def test_image_without_mask_names_the_image(tmp_path):
+    root = make_pairs(tmp_path / "d")
+    (root / "masks" / "p2.png").unlink()
+    with pytest.raises(DatasetError, match=r"image .*p2.jpg has no mask"):
+        load_dataset(root)
+
+
+def test_mask_with_the_wrong_size_names_the_mask(tmp_path):
+    root = make_pairs(tmp_path / "d")
+    save_mask(root / "masks" / "p1.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(DatasetError, match=r"p1.png: mask is 10x10 but its image .*16x20"):
+        check_dataset(load_dataset(root))
+
+
+def test_mask_values_outside_the_label_map_name_the_mask(tmp_path):
+    root = make_pairs(tmp_path / "d", mask_values=(0, 1, 7))
+    with pytest.raises(DatasetError, match=r"p0.png: mask values \[7\] are outside"):
+        check_dataset(load_dataset(root))
+
+
+def test_binary_0_255_masks_hint_at_foreground_value(tmp_path):
+    root = make_pairs(tmp_path / "d", mask_values=(0, 255))
+    (root / "labels.txt").unlink()
+    with pytest.raises(DatasetError, match="no labels.txt"):
+        load_dataset(root)
+    dataset = load_dataset(root, foreground_value=255)
+    counts = check_dataset(dataset)
+    assert set(counts) == {0, 1}
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    root = make_pairs(tmp_path / "d")
+    (root / "images" / "p3.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"p3.jpg: unreadable image"):
+        check_dataset(load_dataset(root))
+
+
+def test_split_is_reproducible_and_explicit_lists_win(tmp_path):
+    dataset = load_dataset(make_pairs(tmp_path / "d", n=10))
+    a_train, a_val = split_dataset(dataset, 0.3, seed=1)
+    b_train, b_val = split_dataset(dataset, 0.3, seed=1)
+    assert a_val.images == b_val.images and len(a_val.images) == 3
+    assert not set(a_train.images) & set(a_val.images)
+    _, other = split_dataset(dataset, 0.3, seed=2)
+    assert other.images != a_val.images
+    _, named = split_dataset(dataset, val_names=["p4", "p7"])
+    assert named.stems == ["p4", "p7"]
+    with pytest.raises(DatasetError, match="not in the dataset"):
+        split_dataset(dataset, val_names=["nope"])

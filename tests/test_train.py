@@ -1,0 +1,141 @@
+"""Tests for keras_unet.train and the `train` command (tiny models, real nuclei)."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO
+from keras_unet.cli import main
+from keras_unet.train import TrainConfig, TrainingError, train
+
+TINY_MODEL = {"filters": 4, "depth": 2, "normalization": "batch"}
+
+
+def tiny_config(data, work_dir, **overrides):
+    settings = dict(
+        data=str(data), work_dir=str(work_dir), crop_size=64, batch_size=4, epochs=3,
+        steps_per_epoch=3, lr=1e-2, schedule="constant", model=dict(TINY_MODEL),
+        val_fraction=0.25, tensorboard=False, verbose=0, deterministic=True,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_tiny_model_loss_decreases_and_run_folder_is_complete(tiny_nuclei, tmp_path):
+    result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=6))
+    loss = result.history["loss"]
+    assert loss[-1] < loss[0]
+    run = tmp_path / "run"
+    for name in ("config.json", "labels.txt", "checkpoints/best.keras",
+                 "checkpoints/last.keras", "log.csv", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["model"] == TINY_MODEL
+    scores = json.loads((run / "summary.json").read_text())
+    assert set(scores["classes"]) == {"_background_", "nucleus"}
+    assert keras.models.load_model(run / "checkpoints/best.keras").output_shape[-1] == 1
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_resume_continues_from_the_saved_epoch_with_optimizer_state(tiny_nuclei, tmp_path):
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[Interrupt()])
+    result = train(config)
+    assert result.initial_epoch == 2
+    with open(tmp_path / "run" / "log.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2, 3]
+    last = keras.models.load_model(tmp_path / "run/checkpoints/last.keras")
+    assert int(last.optimizer.iterations.numpy()) == 4 * config.steps_per_epoch
+
+
+class Poison(keras.callbacks.Callback):
+    """Turns the weights into NaN, as a diverging run would."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            layer = self.model.get_layer("head_conv")
+            layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+
+
+def test_nan_loss_stops_training_with_a_clear_message(tiny_nuclei, tmp_path):
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 2.*--lr"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run"), extra_callbacks=[Poison()])
+
+
+def test_config_file_is_loaded_and_flags_override_it(tiny_nuclei, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {tiny_nuclei}\nepochs: 1\nsteps_per_epoch: 1\ncrop_size: 32\n"
+        "batch_size: 2\ntensorboard: false\nverbose: 0\nmodel: {filters: 4, depth: 2}\n"
+    )
+    code = main(["train", "--config", str(config), "--work-dir", str(tmp_path / "run"),
+                 "--filters", "2", "--normalization", "batch"])
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["model"] == {
+        "filters": 2, "depth": 2, "normalization": "batch"}
+    assert "nucleus" in capsys.readouterr().out
+
+
+def test_unknown_config_keys_are_rejected(tmp_path):
+    (tmp_path / "c.json").write_text('{"epocs": 3}')
+    with pytest.raises(ValueError, match=r"c.json: unknown config keys \['epocs'\]"):
+        TrainConfig.from_file(tmp_path / "c.json")
+
+
+def test_cli_reports_bad_datasets_naming_the_folder(tmp_path, capsys):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty")]) == 1
+    assert "empty/images: no images" in capsys.readouterr().err
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+WORKER = """
+import json, sys
+from keras_unet.train import TrainConfig, train
+config = TrainConfig(**json.loads(sys.argv[1]))
+train(config)
+"""
+
+
+def test_two_local_workers_train_and_agree_on_the_weights(tiny_nuclei, tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    config = dict(data=str(tiny_nuclei), work_dir=str(tmp_path / "run"), crop_size=32,
+                  batch_size=4, epochs=2, steps_per_epoch=2, lr=1e-2,
+                  model={"filters": 4, "depth": 2}, tensorboard=False, verbose=0,
+                  deterministic=True, early_stopping=0)
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            "CUDA_VISIBLE_DEVICES": ""}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(config)], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    chief = keras.models.load_model(tmp_path / "run/checkpoints/last.keras")
+    other = keras.models.load_model(tmp_path / "run/worker-1/checkpoints/last.keras")
+    for a, b in zip(chief.get_weights(), other.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(chief.optimizer.iterations.numpy()) == 4
