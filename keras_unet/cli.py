@@ -134,6 +134,92 @@ def _train(args) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    """Parses `256` or `256x320` into `(height, width)`."""
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, got {text!r}") from None
+
+
+def _export(args) -> int:
+    from keras_unet.dataset import DatasetError
+    from keras_unet.export import ExportError, ExportVerificationError, export_run
+
+    try:
+        reports = export_run(
+            args.source, args.output, precisions=args.precision,
+            input_size=args.input_size, dynamic=args.dynamic, data=args.data,
+            calibration_samples=args.calibration_samples,
+            verification_samples=args.verification_samples, io_type=args.io_type,
+            min_agreement=args.min_agreement, num_threads=args.threads,
+        )
+    except (ExportError, ExportVerificationError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print(report.format())
+        print(f"{'':13}ops: {', '.join(report.ops)}")
+    return 0
+
+
+def _load_predictor_and_names(args):
+    from keras_unet.inference import load_predictor
+    from keras_unet.labels import read_labels
+
+    predictor = load_predictor(args.model, num_threads=args.threads)
+    labels = Path(args.labels) if args.labels else Path(args.model).parent / "labels.txt"
+    if not labels.is_file():
+        labels = Path(args.model).parent.parent / "labels.txt"  # run/checkpoints/x.keras
+    names = read_labels(labels) if labels.is_file() else None
+    return predictor, names
+
+
+def _predict(args) -> int:
+    from keras_unet.inference import InferenceError, predict_files
+
+    try:
+        predictor, names = _load_predictor_and_names(args)
+        written, errors = predict_files(
+            predictor, args.input, args.output, names=names, tile=args.tile,
+            overlap=args.overlap, tta=args.tta, probabilities=args.probabilities,
+            progress=True,
+        )
+    except InferenceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path, reason in errors:
+        print(f"ERROR {path}: {reason}", file=sys.stderr)
+    print(f"{written} images predicted, {len(errors)} failed -> {args.output}")
+    return 1 if errors else 0
+
+
+def _evaluate(args) -> int:
+    from keras_unet.dataset import DatasetError, load_dataset
+    from keras_unet.evaluate import evaluate_dataset, format_confusion, format_scores
+    from keras_unet.inference import InferenceError
+
+    try:
+        predictor, names = _load_predictor_and_names(args)
+        dataset = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks,
+                               labels=args.labels or (None if args.data else names),
+                               foreground_value=args.foreground_value)
+        result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
+                                  worst=args.worst, tta=args.tta, progress=True)
+    except (DatasetError, InferenceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_scores(result))
+    print("confusion matrix (rows truth, columns prediction):")
+    print(format_confusion(result["confusion_matrix"], dataset.names))
+    print("worst images (Dice): " + ", ".join(f"{n} {d:.3f}" for n, d in result["worst"]))
+    print(f"report: {args.output} (scores.json, per_image.csv, confusion.png, worst/)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-unet` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -169,6 +255,45 @@ def build_parser() -> argparse.ArgumentParser:
     l2m.add_argument("--strict", action="store_true", help="stop at the first bad file")
     l2m.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     l2m.set_defaults(func=_labelme2masks)
+
+    ex = sub.add_parser("export", help="export to TFLite, verified against Keras")
+    ex.add_argument("source", help="training run folder or .keras model")
+    ex.add_argument("output", help="folder for the .tflite files")
+    ex.add_argument("--precision", nargs="+", default=["float32", "float16", "int8"],
+                    choices=("float32", "float16", "dynamic_int8", "int8"))
+    ex.add_argument("--input-size", type=_size, default=(256, 256), help="SIZE or HxW (256)")
+    ex.add_argument("--dynamic", action="store_true", help="keep height/width dynamic")
+    ex.add_argument("--data", help="dataset folder (default: the run's)")
+    ex.add_argument("--calibration-samples", type=int, default=64)
+    ex.add_argument("--verification-samples", type=int, default=16)
+    ex.add_argument("--io-type", default="float32", choices=("float32", "int8", "uint8"),
+                    help="int8 models: input/output type")
+    ex.add_argument("--min-agreement", type=float, help="required mask agreement (0..1)")
+    ex.add_argument("--threads", type=int, help="LiteRT threads")
+    ex.set_defaults(func=_export)
+
+    for name, helptext in (("predict", "masks and overlays for images"),
+                           ("evaluate", "scores on a dataset with ground truth")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", help=".keras or .tflite model")
+        if name == "predict":
+            p.add_argument("input", help="image, folder or glob")
+            p.add_argument("output", help="output folder")
+            p.add_argument("--probabilities", action="store_true", help="save .npy maps")
+            p.add_argument("--overlap", type=float, default=0.5, help="tile overlap (0.5)")
+            p.set_defaults(func=_predict)
+        else:
+            p.add_argument("--data", help="dataset folder (images/, masks/, labels.txt)")
+            p.add_argument("--images", help="images folder (plain pair)")
+            p.add_argument("--masks", help="masks folder (plain pair)")
+            p.add_argument("--foreground-value", type=int, help="binary masks: fg value")
+            p.add_argument("--output", default="evaluation", help="report folder")
+            p.add_argument("--worst", type=int, default=5, help="worst images to draw")
+            p.set_defaults(func=_evaluate)
+        p.add_argument("--labels", help="labels.txt (default: beside the model)")
+        p.add_argument("--tile", type=_size, help="tile size for any-size .keras models")
+        p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+        p.add_argument("--threads", type=int, help="LiteRT threads")
 
     m2l = sub.add_parser("masks2labelme", help="mask dataset -> LabelMe JSON polygons")
     m2l.add_argument("images", help="folder of images")
