@@ -84,6 +84,7 @@ TRAIN_FLAGS = {
     "--schedule": ("schedule", dict(choices=("cosine", "constant"))),
     "--loss": ("loss", dict(choices=("dice_ce", "dice", "cross_entropy", "focal", "tversky"))),
     "--class-weighting": ("class_weighting", dict(choices=("none", "median_frequency"))),
+    "--tfrecord-shards": ("tfrecord_shards", dict(type=int, help="read via N TFRecords")),
     "--early-stopping": ("early_stopping", dict(type=int, help="patience, 0 = off (20)")),
     "--seed": ("seed", dict(type=int)),
     "--mixed-precision": ("mixed_precision", dict(choices=("auto", "on", "off"))),
@@ -114,6 +115,8 @@ def _train(args) -> int:
             overrides.setdefault("model", {})[flag] = True
     if args.deterministic:
         overrides["deterministic"] = True
+    if args.border_weights:
+        overrides["border_weights"] = True
     if args.no_tensorboard:
         overrides["tensorboard"] = False
     try:
@@ -151,7 +154,7 @@ def _export(args) -> int:
 
     try:
         reports = export_run(
-            args.source, args.output, precisions=args.precision,
+            args.source, args.output, precisions=args.precision, formats=args.format,
             input_size=args.input_size, dynamic=args.dynamic, data=args.data,
             calibration_samples=args.calibration_samples,
             verification_samples=args.verification_samples, io_type=args.io_type,
@@ -162,7 +165,8 @@ def _export(args) -> int:
         return 1
     for report in reports:
         print(report.format())
-        print(f"{'':13}ops: {', '.join(report.ops)}")
+        if report.ops:
+            print(f"{'':13}ops: {', '.join(report.ops)}")
     return 0
 
 
@@ -242,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--attention", action="store_true", help="attention gates")
     tr.add_argument("--residual", action="store_true", help="residual blocks")
     tr.add_argument("--deterministic", action="store_true", help="reproducible input")
+    tr.add_argument("--border-weights", action="store_true",
+                    help="U-Net paper weights between touching objects (needs instances/)")
     tr.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
     tr.set_defaults(func=_train)
 
@@ -261,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("output", help="folder for the .tflite files")
     ex.add_argument("--precision", nargs="+", default=["float32", "float16", "int8"],
                     choices=("float32", "float16", "dynamic_int8", "int8"))
+    ex.add_argument("--format", nargs="*", default=[], choices=("saved_model", "onnx"),
+                    help="also export these formats (verified the same way)")
     ex.add_argument("--input-size", type=_size, default=(256, 256), help="SIZE or HxW (256)")
     ex.add_argument("--dynamic", action="store_true", help="keep height/width dynamic")
     ex.add_argument("--data", help="dataset folder (default: the run's)")

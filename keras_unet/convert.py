@@ -42,7 +42,6 @@ from keras_unet.labelme import (
     labels_of,
 )
 from keras_unet.labels import (
-    BACKGROUND_LABEL,
     IGNORE_ID,
     IGNORE_LABEL,
     label_ids,

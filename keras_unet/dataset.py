@@ -3,7 +3,8 @@
 Two layouts are read:
 
 * the keras-unet layout that `labelme2masks` writes: `images/`, `masks/`
-  (class-id PNGs, 255 = ignore) and `labels.txt` in one folder;
+  (class-id PNGs, 255 = ignore), `labels.txt` and optionally `instances/`
+  (16-bit instance ids) in one folder;
 * plain folder pairs of images and binary masks, with the mask value of the
   foreground (e.g. 255): `foreground_value` maps it to class 1 and every
   other value to 0.
@@ -40,12 +41,15 @@ class Dataset:
         masks: Mask paths, same order.
         names: Class names by id (index 0 = background).
         foreground_value: For binary masks: the value of class 1, else `None`.
+        instances: Instance-id mask paths (16-bit PNG), same order, if the
+            dataset has them (`labelme2masks --instances`).
     """
 
     images: list[str]
     masks: list[str]
     names: list[str]
     foreground_value: int | None = None
+    instances: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +68,7 @@ class Dataset:
             [self.masks[i] for i in indices],
             self.names,
             self.foreground_value,
+            [self.instances[i] for i in indices] if self.instances else None,
         )
 
 
@@ -133,8 +138,14 @@ def load_dataset(
             f"{masks_dir}: no labels.txt; give labels or foreground_value for binary masks"
         )
     keys = sorted(images)
+    instances = None
+    if root is not None and (root / "instances").is_dir():
+        found = _files(root / "instances")
+        if set(keys) <= set(found):
+            instances = [str(found[k]) for k in keys]
     return Dataset(
-        [str(images[k]) for k in keys], [str(masks[k]) for k in keys], names, foreground_value
+        [str(images[k]) for k in keys], [str(masks[k]) for k in keys], names,
+        foreground_value, instances,
     )
 
 

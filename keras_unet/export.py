@@ -23,7 +23,9 @@ threshold of the precision.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -179,10 +181,15 @@ def convert(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, io_type)
         converter.inference_output_type = getattr(tf, io_type)
+    printed = io.StringIO()
     try:
-        return converter.convert()
+        # The converter prints the whole intermediate SavedModel signature.
+        with contextlib.redirect_stdout(printed):
+            return converter.convert()
     except Exception as err:  # the converter raises many types
         raise ExportError(f"TFLite conversion failed: {err}") from None
+    finally:
+        log.debug("converter output:\n%s", printed.getvalue())
 
 
 def op_names(tflite_path: str | os.PathLike) -> list[str]:
@@ -400,6 +407,89 @@ def export_tflite(
     return report
 
 
+OTHER_FORMATS = ("saved_model", "onnx")
+
+
+def export_other(
+    model,
+    output: str | os.PathLike,
+    fmt: str,
+    *,
+    verification_images: np.ndarray,
+    input_size: tuple[int, int] | None = None,
+    min_agreement: float = 0.999,
+) -> ExportReport:
+    """Exports a SavedModel (TF Serving) or ONNX model, verified like TFLite.
+
+    Uses Keras 3's exporters (`model.export`); the SavedModel is run with
+    `tf.saved_model.load`, the ONNX file with onnxruntime (extra `onnx`).
+
+    Args:
+        model: A Keras segmentation model.
+        output: A folder (`saved_model`) or an `.onnx` file.
+        fmt: `"saved_model"` or `"onnx"`.
+        verification_images: float32 `(N, H, W, C)` held-out images.
+        input_size: Fixed `(height, width)`, or `None` for the model's.
+        min_agreement: Required mask agreement with the Keras model.
+
+    Returns:
+        An `ExportReport` (precision float32, no op list).
+
+    Raises:
+        ExportError: On an unknown format or a missing ONNX runtime.
+        ExportVerificationError: If the export disagrees with Keras.
+    """
+    import tensorflow as tf
+
+    if fmt not in OTHER_FORMATS:
+        raise ExportError(f"format={fmt!r}: expected one of {', '.join(OTHER_FORMATS)}")
+    output = Path(output)
+    export_model = fixed_size_model(model, input_size)
+    images = np.asarray(verification_images, np.float32)
+    export_model(images[:1])  # the ONNX exporter needs the model called once
+    tmp = output.with_name(f".{output.name}.unverified")
+    _remove(tmp)
+    with contextlib.redirect_stdout(io.StringIO()):
+        if fmt == "saved_model":
+            export_model.export(str(tmp), format="tf_saved_model")
+            loaded = tf.saved_model.load(str(tmp))
+            run = lambda x: np.asarray(loaded.serve(x))  # noqa: E731
+        else:
+            try:
+                import onnxruntime
+            except ImportError:
+                raise ExportError("ONNX export needs: pip install 'keras-unet-kit[onnx]'") from None
+            export_model.export(str(tmp), format="onnx")
+            session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+    keras_out = np.concatenate([np.asarray(export_model(x[None], training=False)) for x in images])
+    exported = np.concatenate([run(x[None]) for x in images])
+    agreement = compare(keras_out, exported)
+    if agreement.mask_agreement < min_agreement:
+        _remove(tmp)
+        raise ExportVerificationError(
+            f"{output}: the {fmt} export agrees with Keras on only "
+            f"{agreement.mask_agreement:.3%} of pixels (required {min_agreement:.3%})"
+        )
+    _remove(output)
+    os.replace(tmp, output)
+    outputs = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]
+    report = ExportReport(str(output), fmt, sum(p.stat().st_size for p in outputs), [], agreement)
+    log.info("%s", report.format())
+    return report
+
+
+def _remove(path: Path) -> None:
+    """Deletes a file or folder if it exists."""
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def image_windows(
     paths: list[str], size: tuple[int, int], channels: int, *, limit: int,
     random_crops: bool = False, seed: int = 0,
@@ -439,6 +529,7 @@ def export_run(
     output_dir: str | os.PathLike,
     *,
     precisions: Iterable[str] = ("float32", "float16", "int8"),
+    formats: Iterable[str] = (),
     input_size: tuple[int, int] | None = (256, 256),
     dynamic: bool = False,
     data: str | os.PathLike | None = None,
@@ -458,7 +549,8 @@ def export_run(
     Args:
         source: A run folder (from `train`) or a `.keras` file.
         output_dir: Folder for `model_<precision>.tflite` files and sidecars.
-        precisions: Which precisions.
+        precisions: Which TFLite precisions.
+        formats: Other formats too: `"saved_model"`, `"onnx"`.
         input_size: Fixed `(height, width)` of the exported models.
         dynamic: Keep height/width dynamic instead (models that allow it).
         data: Dataset folder; default: the run's. Required for a bare
@@ -513,6 +605,15 @@ def export_run(
             verification_images=verification, precision=precision, input_size=size,
             representative=(x[None] for x in calibration), io_type=io_type,
             min_agreement=min_agreement, num_threads=num_threads, latency_runs=latency_runs,
+        ))
+    suffixes = {"saved_model": "saved_model", "onnx": "model.onnx"}
+    for fmt in formats:
+        if fmt not in suffixes:
+            raise ExportError(f"format={fmt!r}: expected one of {', '.join(suffixes)}")
+        reports.append(export_other(
+            model, output_dir / suffixes[fmt], fmt, verification_images=verification,
+            input_size=size, min_agreement=DEFAULT_AGREEMENT["float32"]
+            if min_agreement is None else min_agreement,
         ))
     files.write_text(output_dir / "export_report.json",
                      json.dumps([asdict(r) for r in reports], indent=2) + "\n")

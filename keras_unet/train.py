@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import files
-from keras_unet.data import Augment, class_weights_from_counts, make_dataset
+from keras_unet.data import Augment, class_weights_from_counts, make_dataset, write_tfrecords
 from keras_unet.dataset import Dataset, check_dataset, load_dataset, split_dataset
 from keras_unet.evaluate import confusion_from_model, format_scores, per_class_scores
 from keras_unet.labels import IGNORE_ID, labels_text
@@ -77,6 +77,11 @@ class TrainConfig:
         schedule: `"cosine"` decay to 1 % over the run, or `"constant"`.
         loss: `"dice_ce"`, `"dice"`, `"cross_entropy"`, `"focal"`, `"tversky"`.
         class_weighting: `"none"` or `"median_frequency"` (pixel weights).
+        border_weights: Add the U-Net paper's weight term between touching
+            objects (`w0 = 10`, `sigma = 5` px); needs instance masks.
+        tfrecord_shards: Write the training split as this many TFRecord
+            shards in the run folder and read them with `interleave` (0 reads
+            the image files directly).
         early_stopping: Patience in epochs on validation Dice (0 disables).
         model: Keyword arguments of `build_unet`.
         augment: Keyword arguments of `keras_unet.data.Augment`.
@@ -105,6 +110,8 @@ class TrainConfig:
     schedule: str = "cosine"
     loss: str = "dice_ce"
     class_weighting: str = "none"
+    border_weights: bool = False
+    tfrecord_shards: int = 0
     early_stopping: int = 20
     model: dict = field(default_factory=lambda: {"filters": 32, "depth": 4})
     augment: dict = field(default_factory=dict)
@@ -225,6 +232,29 @@ def _is_chief(strategy) -> bool:
     )
 
 
+def _work_around_keras_multi_worker(model) -> None:
+    """Lets Keras 3 `fit()` run under `MultiWorkerMirroredStrategy`.
+
+    Keras 3.15 has two problems there (tensorflow#72388): `fit()` first
+    builds the model from a batch averaged with `strategy.reduce()`, which
+    this strategy rejects ("Attempt to convert a value (PerReplica...)"), and
+    it averages each step's scalar logs over axis 0, which scalars lack
+    ("Invalid reduction dimension 0"). Forgetting the strategy the model
+    remembers makes `fit()` take it from the surrounding scope and build
+    lazily; giving the logs a length-1 axis makes the average well defined.
+    Gradients are all-reduced across the workers as usual.
+    """
+    model._distribute_strategy = None
+
+    def with_axis(step):
+        def wrapped(data):
+            return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+        return wrapped
+
+    model.train_step = with_axis(model.train_step)
+    model.test_step = with_axis(model.test_step)
+
+
 def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
     """Lists, checks and splits the dataset of a config.
 
@@ -284,10 +314,17 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
         log.info("class weights: %s", dict(zip(names, np.round(weights, 3))))
     elif config.class_weighting != "none":
         raise ValueError(f"class_weighting={config.class_weighting!r}: 'none' or 'median_frequency'")
+    records = None
+    if config.tfrecord_shards:
+        shard_dir = run_dir / "tfrecords"
+        if chief and not list(shard_dir.glob("train-*.tfrecord")):
+            write_tfrecords(train_set, shard_dir, config.tfrecord_shards)
+        records = str(shard_dir / "train-*.tfrecord")
     train_ds = make_dataset(
         train_set, channels=config.channels, training=True, batch_size=config.batch_size,
         crop_size=config.crop_size, pad_multiple=2**depth,
         augmentations=Augment(**config.augment), class_weights=weights,
+        border_weights=config.border_weights, records=records,
         seed=config.seed, deterministic=config.deterministic,
     )
     val_ds = make_dataset(
@@ -322,7 +359,7 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     callbacks = [
         guard,
         counter,
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
         keras.callbacks.ModelCheckpoint(
             str(checkpoints / "best.keras"), monitor="val_dice", mode="max", save_best_only=True
         ),
@@ -337,10 +374,13 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard")))
     callbacks += extra_callbacks or []
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=config.verbose,
-    )
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _work_around_keras_multi_worker(model)
+    with strategy.scope():
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=config.verbose,
+        )
     if guard.message:
         raise TrainingError(guard.message)
 

@@ -1,0 +1,47 @@
+"""Shared helpers of the benchmark scripts: timing, tables, JSON results."""
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn, repeats: int = 3) -> list[float]:
+    """Wall times of `repeats` calls of `fn()` (seconds)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain fixed-width table of dict rows."""
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def save(name: str, payload: dict) -> Path:
+    """Writes `benchmarks/results/<name>.json` with machine facts added."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"machine": {"cpu": platform.processor() or platform.machine(),
+                           "python": platform.python_version()}, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return path
+
+
+def median(values) -> float:
+    return float(np.median(values))

@@ -1,0 +1,58 @@
+"""Pixel weight maps for class imbalance and touching objects.
+
+The U-Net paper (Ronneberger et al. 2015, eq. 2) weights every pixel by
+
+    w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 * sigma**2))
+
+where `w_c` balances the class frequencies and `d1`, `d2` are the distances
+to the nearest and second-nearest object (instance). The second term is
+large in the thin background gaps between touching objects, which teaches
+the network to separate them. The paper uses `w0 = 10`, `sigma = 5` pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def border_weight_map(
+    instances: np.ndarray,
+    class_weights: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> np.ndarray:
+    """The U-Net paper's weight map of one image.
+
+    Args:
+        instances: `(H, W)` instance ids, 0 = no object.
+        class_weights: Weight per class id (`w_c`); default 1 everywhere.
+        classes: `(H, W)` class ids for `class_weights` (default: 1 on
+            objects, 0 elsewhere).
+        w0: Weight of the border term.
+        sigma: Width of the border term in pixels.
+
+    Returns:
+        float32 `(H, W)` weights; the border term is added on background
+        pixels only and needs at least two objects.
+    """
+    from scipy import ndimage
+
+    instances = np.asarray(instances)
+    if classes is None:
+        classes = (instances > 0).astype(np.int64)
+    weights = np.ones(instances.shape, np.float32)
+    if class_weights is not None:
+        weights = np.asarray(class_weights, np.float32)[np.asarray(classes, np.int64)]
+    ids = [i for i in np.unique(instances) if i != 0]
+    if len(ids) < 2:
+        return weights
+    # Distance of every pixel to each object, keeping the two smallest.
+    d1 = np.full(instances.shape, np.inf, np.float32)
+    d2 = np.full(instances.shape, np.inf, np.float32)
+    for i in ids:
+        distance = ndimage.distance_transform_edt(instances != i).astype(np.float32)
+        d2 = np.minimum(d2, np.maximum(d1, distance))
+        d1 = np.minimum(d1, distance)
+    border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+    return np.where(instances == 0, weights + border, weights).astype(np.float32)

@@ -1,0 +1,67 @@
+"""Tests for keras_unet.evaluate against hand-computed confusion matrices."""
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet.dataset import load_dataset
+from keras_unet.evaluate import (
+    confusion,
+    evaluate_dataset,
+    format_confusion,
+    otsu_threshold,
+    per_class_scores,
+)
+from keras_unet.files import save_mask
+from keras_unet.inference import Predictor
+
+TRUTH = np.array([[0, 0, 1, 1], [2, 2, 1, 255]])
+PRED = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
+# rows truth, columns prediction, ignore skipped:
+#   0: [1, 1, 0]   1: [1, 2, 0]   2: [1, 0, 1]
+CM = np.array([[1, 1, 0], [1, 2, 0], [1, 0, 1]])
+
+
+def test_confusion_matrix_matches_hand_count():
+    np.testing.assert_array_equal(confusion(TRUTH, PRED, 3), CM)
+
+
+def test_per_class_scores_from_the_matrix():
+    scores = per_class_scores(CM, ["bg", "a", "b"])
+    a = scores["classes"]["a"]
+    assert a["iou"] == pytest.approx(2 / 4) and a["dice"] == pytest.approx(4 / 6)
+    assert a["precision"] == pytest.approx(2 / 3) and a["recall"] == pytest.approx(2 / 3)
+    assert scores["pixel_accuracy"] == pytest.approx(4 / 7)
+    # bg: TP 1, FP 2, FN 1; a: TP 2, FP 1, FN 1; b: TP 1, FP 0, FN 1
+    assert scores["mean_iou"] == pytest.approx(np.mean([1 / 4, 2 / 4, 1 / 2]))
+
+
+def test_absent_classes_are_undefined_not_zero():
+    scores = per_class_scores(np.array([[5, 0], [0, 0]]), ["bg", "x"])
+    assert scores["classes"]["x"]["iou"] is None and scores["mean_iou"] == 1.0
+
+
+def test_otsu_matches_scikit_image():
+    filters = pytest.importorskip("skimage.filters")
+    image = np.random.default_rng(0).random((64, 64)) ** 2 * 255
+    assert otsu_threshold(image) == pytest.approx(filters.threshold_otsu(image), abs=1.0)
+
+
+def test_evaluate_dataset_writes_the_report(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "labels.txt").write_text("_background_\na\nb\n")
+    for i in range(3):
+        PIL.Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        save_mask(tmp_path / "masks" / f"{i}.png", TRUTH.astype(np.uint8))
+
+    def oracle(batch):  # predicts PRED for every image, as one-hot probabilities
+        return np.eye(3, dtype=np.float32)[PRED][None].repeat(len(batch), 0)
+
+    predictor = Predictor(oracle, None, 3, 1, "memory")
+    result = evaluate_dataset(predictor, load_dataset(tmp_path), tmp_path / "report", worst=2)
+    np.testing.assert_array_equal(result["confusion_matrix"], 3 * CM)
+    for name in ("scores.json", "per_image.csv", "confusion.png"):
+        assert (tmp_path / "report" / name).is_file()
+    assert len(list((tmp_path / "report" / "worst").glob("*.png"))) == 2
+    assert "_background_" in format_confusion(CM, ["_background_", "a", "b"])

@@ -1,0 +1,167 @@
+"""Tests for keras_unet.export: TFLite at every precision vs the Keras model.
+
+The model is trained in the test on real nuclei (a few dozen steps), because
+agreement on an untrained model or on noise proves little.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_unet.export import (
+    DEFAULT_AGREEMENT,
+    ExportError,
+    ExportVerificationError,
+    export_run,
+    export_tflite,
+    image_windows,
+)
+from keras_unet.inference import load_predictor
+from keras_unet.train import TrainConfig, load_training_data, train
+
+
+@pytest.fixture(scope="module")
+def trained_run(nuclei_dataset, tmp_path_factory):
+    """A small U-Net trained for 60 steps on the real nuclei sample."""
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        data=str(nuclei_dataset), work_dir=str(run), crop_size=64, batch_size=8, epochs=3,
+        steps_per_epoch=20, lr=5e-3, model={"filters": 8, "depth": 3, "normalization": "batch"},
+        tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0,
+    )
+    result = train(config)
+    assert result.scores["classes"]["nucleus"]["dice"] > 0.5  # it learned something
+    return run, config
+
+
+@pytest.fixture(scope="module")
+def held_out(trained_run):
+    _, config = trained_run
+    train_set, val_set, _ = load_training_data(config)
+    verification = image_windows(val_set.images, (128, 128), 3, limit=8)
+    calibration = image_windows(train_set.images, (128, 128), 3, limit=16, random_crops=True)
+    return train_set.names, verification, calibration
+
+
+@pytest.fixture(scope="module")
+def model(trained_run):
+    run, _ = trained_run
+    return keras.models.load_model(run / "checkpoints/best.keras", compile=False)
+
+
+@pytest.mark.parametrize("precision, io_type", [
+    ("float32", "float32"), ("float16", "float32"), ("dynamic_int8", "float32"),
+    ("int8", "float32"), ("int8", "uint8"),
+])
+def test_every_precision_runs_in_litert_and_agrees_with_keras(
+    model, held_out, tmp_path, precision, io_type
+):
+    names, verification, calibration = held_out
+    out = tmp_path / f"m_{precision}.tflite"
+    report = export_tflite(model, out, names=names, verification_images=verification,
+                           precision=precision, input_size=(128, 128), io_type=io_type,
+                           representative=(x[None] for x in calibration), latency_runs=2)
+    assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT[precision]
+    # Independent re-check: run the file ourselves in LiteRT and compare masks.
+    predictor = load_predictor(out)
+    keras_masks = np.asarray(model.predict(verification, verbose=0))[..., 0] > 0.5
+    tflite_masks = predictor(verification)[..., 0] > 0.5
+    assert (keras_masks == tflite_masks).mean() >= DEFAULT_AGREEMENT[precision]
+    assert not [op for op in report.ops if op.startswith("CUSTOM")]
+
+
+def test_int8_file_is_about_a_quarter_of_float32(model, held_out, tmp_path):
+    names, verification, calibration = held_out
+    sizes = {}
+    for precision in ("float32", "int8"):
+        sizes[precision] = export_tflite(
+            model, tmp_path / f"{precision}.tflite", names=names,
+            verification_images=verification, precision=precision, input_size=(128, 128),
+            representative=(x[None] for x in calibration), latency_runs=0).size_bytes
+    assert sizes["int8"] <= 0.35 * sizes["float32"]
+
+
+def test_mismatched_preprocessing_is_caught_by_the_verification(model, held_out, tmp_path):
+    """Verification images scaled 0..255 (the classic mistake) must fail int8."""
+    names, verification, calibration = held_out
+    out = tmp_path / "broken.tflite"
+    with pytest.raises(ExportVerificationError, match="agrees with Keras on only"):
+        export_tflite(model, out, names=names, verification_images=verification * 255,
+                      precision="int8", input_size=(128, 128),
+                      representative=(x[None] for x in calibration), latency_runs=0)
+    assert not out.exists() and not list(tmp_path.glob("*.unverified"))
+
+
+def test_sidecar_and_labels_match_the_model(model, held_out, tmp_path):
+    names, verification, calibration = held_out
+    out = tmp_path / "m.tflite"
+    export_tflite(model, out, names=names, verification_images=verification, precision="int8",
+                  input_size=(128, 128), io_type="int8",
+                  representative=(x[None] for x in calibration), latency_runs=0)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["input"]["shape"] == [1, 128, 128, 3]
+    assert meta["output"]["shape"] == [1, 128, 128, 1]
+    assert meta["output"]["kind"] == "sigmoid" and meta["labels"] == names
+    assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"]["scale"] > 0
+    assert (tmp_path / "labels.txt").read_text().splitlines() == ["__ignore__", *names]
+
+
+def test_none_sized_model_exports_with_a_chosen_fixed_size(model, held_out, tmp_path):
+    names, verification, _ = held_out
+    assert model.input_shape[1:3] == (None, None)
+    export_tflite(model, tmp_path / "m.tflite", names=names,
+                  verification_images=verification[:, :96, :96], precision="float32",
+                  input_size=(96, 96), latency_runs=0)
+    predictor = load_predictor(tmp_path / "m.tflite")
+    assert predictor.input_size == (96, 96)
+
+
+def test_dynamic_export_runs_at_two_sizes(model, held_out, tmp_path):
+    names, verification, _ = held_out
+    export_tflite(model, tmp_path / "d.tflite", names=names, verification_images=verification,
+                  precision="float32", input_size=None, latency_runs=0)
+    predictor = load_predictor(tmp_path / "d.tflite")
+    assert predictor.input_size is None
+    for size in (64, 96):
+        window = verification[:1, :size, :size]
+        np.testing.assert_allclose(predictor(window), model.predict(window, verbose=0),
+                                   atol=1e-4)
+
+
+def test_sizes_the_model_cannot_take_are_rejected(model, held_out, tmp_path):
+    names, verification, _ = held_out
+    with pytest.raises(ExportError, match="multiple of 8"):
+        export_tflite(model, tmp_path / "m.tflite", names=names,
+                      verification_images=verification, input_size=(100, 100))
+
+
+def test_export_run_writes_every_precision_and_a_report(trained_run, tmp_path):
+    run, _ = trained_run
+    reports = export_run(run, tmp_path, precisions=("float32", "float16"), input_size=(64, 64),
+                         verification_samples=4, latency_runs=1)
+    assert [r.precision for r in reports] == ["float32", "float16"]
+    saved = json.loads((tmp_path / "export_report.json").read_text())
+    assert saved[0]["agreement"]["mask_agreement"] >= 0.999
+
+
+def test_saved_model_export_is_verified(model, held_out, tmp_path):
+    from keras_unet.export import export_other
+
+    _, verification, _ = held_out
+    report = export_other(model, tmp_path / "saved", "saved_model",
+                          verification_images=verification, input_size=(128, 128))
+    assert report.agreement.mask_agreement >= 0.999
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
+
+
+def test_onnx_export_runs_in_onnxruntime(model, held_out, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from keras_unet.export import export_other
+
+    _, verification, _ = held_out
+    report = export_other(model, tmp_path / "m.onnx", "onnx",
+                          verification_images=verification, input_size=(128, 128))
+    assert report.agreement.mask_agreement >= 0.999 and report.agreement.max_abs_diff < 1e-3

@@ -1,0 +1,103 @@
+"""Tests for keras_unet.inference: tiling, padding and the predict command."""
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet import build_unet
+from keras_unet.cli import main
+from keras_unet.inference import (
+    Predictor,
+    gaussian_weights,
+    predict_image,
+    predict_tiled,
+    read_image,
+    tile_starts,
+)
+
+
+def keras_predictor(model, calls):
+    def run(batch):
+        calls.append(len(batch))
+        return np.asarray(model.predict_on_batch(batch))
+    return Predictor(run, None, model.input_shape[-1], 4, "memory")
+
+
+@pytest.fixture(scope="module")
+def small_fcn():
+    """A fully convolutional U-Net with a small receptive field."""
+    return build_unet((None, None, 3), 3, filters=4, depth=2, convs_per_block=1,
+                      kernel_initializer="glorot_uniform")
+
+
+def test_tiles_cover_the_image_evenly():
+    assert tile_starts(256, 64, 0.5) == [0, 32, 64, 96, 128, 160, 192]
+    assert tile_starts(100, 64, 0.5)[-1] == 36 and tile_starts(50, 64, 0.5) == [0]
+
+
+def test_gaussian_weights_peak_in_the_centre_and_stay_positive():
+    w = gaussian_weights(64, 64)
+    assert w.max() == pytest.approx(1.0) and w.min() > 0
+    assert w[32, 32] > w[0, 0] * 1000
+
+
+def test_tiled_prediction_equals_whole_image_prediction_away_from_borders(small_fcn):
+    rng = np.random.default_rng(0)
+    image = rng.random((160, 224, 3), dtype=np.float32)
+    calls = []
+    predictor = keras_predictor(small_fcn, calls)
+    whole = predict_image(predictor, image)
+    tiled = predict_tiled(predictor, image, (64, 64), overlap=0.5, batch_size=3)
+    margin = 16
+    np.testing.assert_allclose(tiled[margin:-margin, margin:-margin],
+                               whole[margin:-margin, margin:-margin], atol=2e-3)
+    # many tiles, never more than batch_size at once
+    assert sum(calls) > 20 and max(calls[1:]) <= 3
+
+
+def test_tta_of_a_flip_equivariant_model_changes_nothing():
+    def identity(batch):
+        return batch[..., :1]
+    predictor = Predictor(identity, None, 1, 1, "memory")
+    image = np.random.default_rng(1).random((32, 40, 1), dtype=np.float32)
+    np.testing.assert_allclose(predict_image(predictor, image, tta=True), image, atol=1e-6)
+
+
+def test_odd_sizes_are_padded_and_cropped_back(small_fcn):
+    predictor = keras_predictor(small_fcn, [])
+    out = predict_image(predictor, np.zeros((37, 53, 3), np.float32))
+    assert out.shape == (37, 53, 3)
+
+
+def test_images_smaller_than_the_tile_work(small_fcn):
+    predictor = keras_predictor(small_fcn, [])
+    out = predict_tiled(predictor, np.zeros((20, 30, 3), np.float32), (64, 64))
+    assert out.shape == (20, 30, 3)
+
+
+def test_read_image_scales_8_and_16_bit(tmp_path):
+    PIL.Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "a.png")
+    PIL.Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "b.png")
+    assert read_image(tmp_path / "a.png", 3).shape == (4, 4, 3)
+    assert read_image(tmp_path / "a.png", 1).max() == 1.0
+    assert read_image(tmp_path / "b.png", 1).max() == 1.0
+
+
+def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    small_fcn.save(model_path)
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a", "b"):
+        PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)
+                            ).save(images / f"{name}.png")
+    (images / "broken.png").write_bytes(b"no image")
+    code = main(["predict", str(model_path), str(images), str(tmp_path / "out"),
+                 "--probabilities"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png" in captured.err and "2 images predicted, 1 failed" in captured.out
+    mask = PIL.Image.open(tmp_path / "out/masks/a.png")
+    assert mask.mode == "P" and mask.size == (50, 40)
+    assert np.load(tmp_path / "out/probabilities/b.npy").shape == (40, 50, 3)
+    assert (tmp_path / "out/overlays/a.png").is_file()

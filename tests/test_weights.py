@@ -1,0 +1,29 @@
+"""Tests for keras_unet.weights: the U-Net paper's border weight map."""
+
+import numpy as np
+import pytest
+
+from keras_unet.weights import border_weight_map
+
+
+def test_gap_between_two_objects_gets_the_papers_weight():
+    instances = np.zeros((1, 11), np.uint16)
+    instances[0, 0], instances[0, 10] = 1, 2
+    weights = border_weight_map(instances, w0=10, sigma=5)
+    # every gap pixel has d1 + d2 = 10
+    np.testing.assert_allclose(weights[0, 1:10], 1 + 10 * np.exp(-100 / 50), rtol=1e-5)
+    assert weights[0, 0] == weights[0, 10] == 1.0
+
+
+def test_narrow_gaps_weigh_more_than_wide_ones():
+    instances = np.zeros((1, 30), np.uint16)
+    instances[0, 0], instances[0, 4], instances[0, 29] = 1, 2, 3
+    weights = border_weight_map(instances)
+    assert weights[0, 2] > weights[0, 16] > 1.0
+
+
+def test_a_single_object_has_no_border_term_but_class_weights_apply():
+    instances = np.zeros((5, 5), np.uint16)
+    instances[1:3, 1:3] = 7
+    weights = border_weight_map(instances, class_weights=np.array([0.5, 4.0]))
+    assert weights[0, 0] == pytest.approx(0.5) and weights[1, 1] == pytest.approx(4.0)
