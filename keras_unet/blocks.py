@@ -225,7 +225,8 @@ def decoder_block(
     Args:
         x: Decoder features, shape `(B, H, W, C)`.
         skip: Encoder features of the same level, shape `(B, S, S', C_s)`
-            with `S >= 2H` (equal for `"same"`, larger for `"valid"`).
+            with `S >= 2H` (equal for `"same"`, larger for `"valid"`), or
+            `None` for a level without a skip connection.
         filters: Channels of the upsampling and of the conv block.
         name: Prefix of the layer names (`dec2_up`, `dec2_concat`, ...).
         upsampling: See `upsample`.
@@ -242,11 +243,12 @@ def decoder_block(
     x = upsample(
         x, filters, name=name, mode=upsampling, kernel_initializer=kernel_initializer
     )
-    if skip_crop:
-        skip = center_crop(skip, skip_crop, name=f"{name}_crop")
-    if attention:
-        skip = attention_gate(skip, x, name=name)
-    x = layers.Concatenate(name=f"{name}_concat")([skip, x])
+    if skip is not None:
+        if skip_crop:
+            skip = center_crop(skip, skip_crop, name=f"{name}_crop")
+        if attention:
+            skip = attention_gate(skip, x, name=name)
+        x = layers.Concatenate(name=f"{name}_concat")([skip, x])
     return conv_block(x, filters, name=name, padding=padding, **conv_kwargs)
 
 

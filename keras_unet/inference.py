@@ -50,9 +50,15 @@ class Predictor:
 
 
 def model_multiple(model) -> int:
-    """2**depth of a keras-unet model, counted from its pooling layers."""
-    pools = [layer for layer in model.layers if layer.name.endswith("_pool")]
-    return 2 ** len(pools) if pools else 1
+    """Input sizes a keras-unet model takes are multiples of this.
+
+    Every decoder level doubles the resolution once (`dec<level>_up`), so
+    the multiple is 2 to the number of decoder levels (`2**depth`, or 32
+    with a backbone); 1 for other models.
+    """
+    ups = [layer for layer in model.layers if layer.name.startswith("dec")
+           and layer.name.endswith("_up")]
+    return 2 ** len(ups)
 
 
 def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> Predictor:

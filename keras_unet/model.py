@@ -41,6 +41,9 @@ def build_unet(
     attention: bool = False,
     residual: bool = False,
     output_activation: str | None = "auto",
+    backbone: str | None = None,
+    backbone_weights: str | None = None,
+    freeze_encoder: bool = False,
     name: str = "unet",
 ) -> keras.Model:
     """Builds a U-Net with the Keras functional API.
@@ -77,6 +80,15 @@ def build_unet(
         residual: Residual (shortcut) connections in every block.
         output_activation: `"auto"` (sigmoid for 1 class, softmax for more),
             `"sigmoid"`, `"softmax"`, or `None` for logits.
+        backbone: A pretrained encoder from `keras.applications` instead of
+            the U-Net encoder (see `keras_unet.backbones.BACKBONES`):
+            skips at strides 2-16, the decoder has five levels (sizes must be
+            multiples of 32), `filters` sets the decoder widths and `depth`
+            and `padding="valid"` do not apply.
+        backbone_weights: `None` (random), `"imagenet"` (downloaded by
+            Keras), or a path to a weights file of the backbone.
+        freeze_encoder: Make the backbone non-trainable (its batch
+            normalization then runs in inference mode).
         name: Model name.
 
     Returns:
@@ -88,7 +100,13 @@ def build_unet(
         ValueError: If an option is not one of its allowed values, or if the
             input size cannot be pooled `depth` times and restored exactly
             (the message names the nearest valid sizes).
+        keras_unet.backbones.BackboneWeightsError: If ImageNet weights are
+            asked for and cannot be downloaded.
     """
+    if backbone is not None:
+        if padding != "same":
+            raise ValueError(f"padding={padding!r} is not supported with a backbone; use 'same'.")
+        depth = 5
     _validate_options(
         input_shape=input_shape,
         num_classes=num_classes,
@@ -124,6 +142,12 @@ def build_unet(
     drop_decoder = dropout_position in ("decoder", "all")
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
+    if backbone is not None:
+        return _backbone_unet(
+            inputs, backbone, backbone_weights, freeze_encoder, num_classes, filters,
+            output_activation, upsampling, attention, dropout if drop_decoder else 0.0,
+            conv_kwargs, name,
+        )
     x = inputs
     skips = []
     for level in range(1, depth + 1):
@@ -155,6 +179,32 @@ def build_unet(
 
     outputs = blocks.segmentation_head(
         x, num_classes, output_activation, kernel_initializer=kernel_initializer
+    )
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _backbone_unet(
+    inputs, backbone, weights, freeze, num_classes, filters, output_activation,
+    upsampling, attention, decoder_dropout, conv_kwargs, name,
+) -> keras.Model:
+    """A U-Net whose encoder is a `keras.applications` backbone."""
+    from keras_unet.backbones import build_encoder
+
+    features, encoder = build_encoder(inputs, backbone, weights)
+    encoder.trainable = not freeze
+    x = features[-1]
+    # Decoder levels 4..1 join the stride 16..2 features; level 0 restores
+    # the input resolution without a skip.
+    for level in range(4, -1, -1):
+        skip = features[level - 1] if level else None
+        prefix = f"dec{level}"
+        x = blocks.decoder_block(
+            x, skip, max(1, filters * 2**level // 2), name=prefix, upsampling=upsampling,
+            attention=attention and skip is not None, **conv_kwargs,
+        )
+        x = blocks.dropout(x, decoder_dropout, name=f"{prefix}_drop")
+    outputs = blocks.segmentation_head(
+        x, num_classes, output_activation, kernel_initializer=conv_kwargs["kernel_initializer"]
     )
     return keras.Model(inputs, outputs, name=name)
 

@@ -83,6 +83,9 @@ class TrainConfig:
             shards in the run folder and read them with `interleave` (0 reads
             the image files directly).
         early_stopping: Patience in epochs on validation Dice (0 disables).
+        unfreeze_epoch: With `model: {backbone: ..., freeze_encoder: true}`,
+            make the encoder trainable from this epoch on (`None` never).
+        unfreeze_lr_factor: Learning-rate factor after unfreezing.
         model: Keyword arguments of `build_unet`.
         augment: Keyword arguments of `keras_unet.data.Augment`.
         seed: Seed of the split, weights, shuffling and augmentation.
@@ -113,6 +116,8 @@ class TrainConfig:
     border_weights: bool = False
     tfrecord_shards: int = 0
     early_stopping: int = 20
+    unfreeze_epoch: int | None = None
+    unfreeze_lr_factor: float = 0.1
     model: dict = field(default_factory=lambda: {"filters": 32, "depth": 4})
     augment: dict = field(default_factory=dict)
     seed: int = 0
@@ -339,19 +344,27 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
         train_ds = train_ds.repeat()
 
     outputs = 1 if len(names) == 2 else len(names)
-    with strategy.scope():
-        model = build_unet((None, None, config.channels), outputs, **config.model)
-        lr = config.lr
+    if config.schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule={config.schedule!r}: 'cosine' or 'constant'")
+
+    def compile_model(model, peak_lr, epochs):
+        lr = peak_lr
         if config.schedule == "cosine":
-            lr = keras.optimizers.schedules.CosineDecay(lr, config.epochs * steps, alpha=0.01)
-        elif config.schedule != "constant":
-            raise ValueError(f"schedule={config.schedule!r}: 'cosine' or 'constant'")
+            lr = keras.optimizers.schedules.CosineDecay(peak_lr, epochs * steps, alpha=0.01)
         model.compile(
             optimizer=keras.optimizers.Adam(lr),
             loss=get_loss(config.loss, ignore_class=IGNORE_ID),
             metrics=[IoU(outputs, ignore_class=IGNORE_ID), Dice(outputs, ignore_class=IGNORE_ID)],
             jit_compile=_auto(config.jit_compile, gpu),
         )
+
+    # Epoch ranges: one phase, or frozen encoder then unfrozen at a lower rate.
+    phases = [(0, config.epochs)]
+    if config.unfreeze_epoch and config.model.get("freeze_encoder"):
+        phases = [(0, config.unfreeze_epoch), (config.unfreeze_epoch, config.epochs)]
+    with strategy.scope():
+        model = build_unet((None, None, config.channels), outputs, **config.model)
+        compile_model(model, config.lr, phases[0][1])
 
     checkpoints = out_dir / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
@@ -376,13 +389,23 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     callbacks += extra_callbacks or []
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _work_around_keras_multi_worker(model)
-    with strategy.scope():
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=config.verbose,
-        )
-    if guard.message:
-        raise TrainingError(guard.message)
+    history = {}
+    for start, end in phases:
+        with strategy.scope():
+            if start:
+                log.info("epoch %d: unfreezing the encoder", start + 1)
+                model.get_layer("encoder").trainable = True
+                compile_model(model, config.lr * config.unfreeze_lr_factor, end - start)
+            fitted = model.fit(
+                train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
+                steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
+            )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
+        if guard.message:
+            raise TrainingError(guard.message)
+        if model.stop_training:
+            break
 
     if chief:
         plot_curves(out_dir / "log.csv", out_dir / "curves.png")
@@ -391,7 +414,7 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     scores = per_class_scores(confusion_from_model(model, val_ds, len(names)), names)
     files.write_text(out_dir / "summary.json", json.dumps(scores, indent=2) + "\n")
     log.info("validation scores (best checkpoint):\n%s", format_scores(scores))
-    return TrainResult(model, out_dir, history.history, scores, counter.first_epoch or 0)
+    return TrainResult(model, out_dir, history, scores, counter.first_epoch or 0)
 
 
 def plot_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -1,0 +1,110 @@
+"""Tests for keras_unet.backbones and build_unet(backbone=...), weights=None."""
+
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+from keras_unet import DiceCELoss, build_unet
+from keras_unet.backbones import BACKBONES, BackboneWeightsError, STRIDES, feature_layers
+
+SIZE = 64
+# One light backbone trains in the default suite (tracing the gradient of a
+# backbone U-Net takes 30-60 s on 2 cores); the others run with `pytest -m slow`
+# to keep CI within its budget.
+LIGHT = ["mobilenet_v2"]
+ALL = [b if b in LIGHT else pytest.param(b, marks=pytest.mark.slow) for b in BACKBONES]
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_backbone_unet_output_shape_and_skip_strides(backbone):
+    model = build_unet((SIZE, SIZE, 3), 3, backbone=backbone, filters=8)
+    assert model.output_shape == (None, SIZE, SIZE, 3)
+    # Every encoder output sits at the stride it was chosen for.
+    encoder = model.get_layer("encoder")
+    sizes = sorted({o.shape[1] for o in encoder.outputs}, reverse=True)
+    strides = [SIZE // s for s in sizes]
+    assert set(strides) <= set(STRIDES) and 32 in strides and 4 in strides
+    assert all(SIZE == s * st for s, st in zip(sizes, strides))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50", "efficientnet_b0"])
+def test_feature_layers_are_found_at_every_stride(backbone):
+    from keras_unet.backbones import _instantiate
+
+    probe = _instantiate(backbone, (224, 224, 3), None)
+    found = feature_layers(probe)
+    for stride, index in found.items():
+        assert probe.layers[index].output.shape[1] == 224 // stride
+
+
+@pytest.mark.parametrize("backbone", ALL)
+def test_backbone_unet_trains_a_step_and_round_trips(backbone, tmp_path):
+    model = build_unet((None, None, 1), 1, backbone=backbone, filters=4)
+    model.compile("adam", DiceCELoss())
+    x = np.random.default_rng(0).random((2, SIZE, SIZE, 1), dtype=np.float32)
+    y = (x[..., 0] > 0.5).astype("float32")
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
+                               keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
+def test_frozen_encoder_stays_put_while_the_decoder_learns():
+    model = build_unet((SIZE, SIZE, 3), 1, backbone="mobilenet_v2", filters=4,
+                       freeze_encoder=True)
+    model.compile(keras.optimizers.Adam(1e-2), DiceCELoss())
+    encoder = [w.copy() for w in model.get_layer("encoder").get_weights()]
+    decoder = model.get_layer("dec1_conv1").get_weights()[0].copy()
+    x = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32)
+    model.train_on_batch(x, (x[..., 0] > 0.5).astype("float32"))
+    for before, after in zip(encoder, model.get_layer("encoder").get_weights()):
+        np.testing.assert_array_equal(before, after)  # BN statistics included
+    assert not np.array_equal(decoder, model.get_layer("dec1_conv1").get_weights()[0])
+
+
+def test_weights_from_a_path_are_loaded_into_the_encoder(tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False,
+                                            weights=None)
+    path = tmp_path / "mobilenet_v2_notop.weights.h5"
+    source.save_weights(path)
+    model = build_unet((SIZE, SIZE, 3), 1, backbone="mobilenet_v2", backbone_weights=str(path))
+    by_name = {w.path: w.numpy() for w in source.weights}
+    encoder = model.get_layer("encoder")
+    compared = 0
+    for w in encoder.weights:
+        key = w.path
+        if key in by_name:
+            np.testing.assert_array_equal(w.numpy(), by_name[key])
+            compared += 1
+    assert compared >= 0.9 * len(encoder.weights)
+
+
+def test_offline_imagenet_weights_give_the_documented_error(monkeypatch, tmp_path):
+    import keras.src.backend.config as config
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path))  # no cached weights
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(BackboneWeightsError, match="backbone_weights='path/to/file.h5'"):
+        build_unet((SIZE, SIZE, 3), 1, backbone="mobilenet_v2", backbone_weights="imagenet")
+
+
+def test_grey_images_are_repeated_to_rgb_for_the_backbone():
+    model = build_unet((SIZE, SIZE, 1), 1, backbone="resnet50", filters=4)
+    assert model.get_layer("grey_to_rgb").output.shape[-1] == 3
+
+
+def test_backbone_options_are_validated():
+    with pytest.raises(ValueError, match="backbone='vgg'"):
+        build_unet((SIZE, SIZE, 3), backbone="vgg")
+    with pytest.raises(ValueError, match="padding='valid' is not supported with a backbone"):
+        build_unet((SIZE, SIZE, 3), backbone="mobilenet_v2", padding="valid")
+    with pytest.raises(ValueError, match="height 48 .* 32 or 64"):
+        build_unet((48, 64, 3), backbone="mobilenet_v2")
