@@ -37,7 +37,9 @@ def labelme_reference(json_files, names, out_dir):
         image = labelme.utils.img_data_to_arr(label_file.imageData)
         PIL.Image.fromarray(image).save(out_dir / f"{path.stem}.png")
         classes, _ = labelme.utils.shapes_to_label(image.shape, label_file.shapes, ids)
-        labelme.utils.lblsave(str(out_dir / f"{path.stem}_mask.png"), classes)
+        # labelme 6.3 + imgviz 2.1's lblsave takes uint8 only (ignore -1 -> 255).
+        labelme.utils.lblsave(str(out_dir / f"{path.stem}_mask.png"),
+                              np.where(classes == -1, 255, classes).astype(np.uint8))
 
 
 def main():

@@ -19,6 +19,7 @@ LabelMe.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from keras_unet.labelme import (
     rasterize,
     read_annotation,
     resolve_image_path,
-    labels_of,
+    scan_labels,
 )
 from keras_unet.labels import (
     IGNORE_ID,
@@ -103,7 +104,7 @@ def find_json_files(root: str | os.PathLike, exclude: str | os.PathLike | None =
 
 def _labels_of_file(path: Path) -> tuple[set[str], str | None]:
     try:
-        return labels_of(read_annotation(path)), None
+        return scan_labels(path), None
     except LabelMeError as err:
         return set(), err.reason
 
@@ -148,8 +149,23 @@ def labelme_to_masks(
     paths = find_json_files(input_dir, exclude=output_dir)
     summary = ConversionSummary(files=len(paths))
     workers = workers or os.cpu_count() or 1
+    with _pool(workers, len(paths)) as pool:
+        return _convert_all(input_dir, output_dir, paths, summary, pool, labels=labels,
+                            instances=instances, overlays=overlays, force=force,
+                            strict=strict, progress=progress)
 
-    found = {paths[i]: r for i, r in _run(_labels_of_file, [(p,) for p in paths], workers)}
+
+def _pool(workers: int, jobs: int):
+    """A process pool for `workers > 1`, else a no-op context (in-process)."""
+    if workers <= 1 or jobs <= 1:
+        return contextlib.nullcontext(None)
+    return ProcessPoolExecutor(max_workers=min(workers, jobs))
+
+
+def _convert_all(input_dir, output_dir, paths, summary, pool, *, labels, instances,
+                 overlays, force, strict, progress) -> ConversionSummary:
+    """Both passes of `labelme_to_masks`: label scan, then conversion."""
+    found = {paths[i]: r for i, r in _run(_labels_of_file, [(p,) for p in paths], pool)}
     bad = {p: reason for p, (_, reason) in found.items() if reason}
     if isinstance(labels, (str, os.PathLike)):
         names = read_labels(labels)
@@ -187,7 +203,7 @@ def labelme_to_masks(
         for p in todo
     ]
     bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file", disable=not progress)
-    results = _run(_convert_one, jobs, workers, bar=bar)
+    results = _run(_convert_one, jobs, pool, bar=bar)
     for index, result in results:
         path = todo[index]
         if isinstance(result, str):
@@ -241,7 +257,7 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
         if not force and _up_to_date(path, annotation, outputs):
             return None
         image = load_image(annotation)
-        classes, instance_ids = rasterize(annotation.shapes, *image.shape[:2], ids)
+        classes, instance_ids = rasterize(annotation.shapes, *image.shape[:2], ids, instances)
     except LabelMeError as err:
         return err.reason
     files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
@@ -255,28 +271,28 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
     return Counter(s.shape_type for s in annotation.shapes), pixels
 
 
-def _run(fn, items: list[tuple], workers: int, bar=None) -> Iterable[tuple[int, object]]:
+def _run(fn, items: list[tuple], pool=None, bar=None) -> Iterable[tuple[int, object]]:
     """Yields `(index, fn(*items[index]))` as calls finish.
 
-    Runs in a process pool when `workers > 1`. Closing the generator early
-    (as `strict` mode does) cancels the calls not yet started.
+    Runs in `pool` (a process pool) if given, else in-process. Closing the
+    generator early (as `strict` mode does) cancels the calls not started.
     """
-    if workers <= 1 or len(items) <= 1:
+    if pool is None:
         for index, item in enumerate(items):
             result = fn(*item)
             if bar is not None:
                 bar.update()
             yield index, result
         return
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(items)))
+    futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
     try:
-        futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
         for future in as_completed(futures):
             if bar is not None:
                 bar.update()
             yield futures[future], future.result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            future.cancel()
 
 
 # --- masks -> LabelMe -------------------------------------------------------

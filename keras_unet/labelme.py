@@ -124,14 +124,7 @@ def read_annotation(json_path: str | os.PathLike) -> Annotation:
             shape type, or a shape with the wrong number of points.
     """
     path = Path(json_path)
-    try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LabelMeError(path, f"invalid JSON ({err})") from None
-    except OSError as err:
-        raise LabelMeError(path, f"cannot read file ({err.strerror})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
-        raise LabelMeError(path, "not a LabelMe file: no 'shapes' list")
+    data = _load_json(path)
     shapes = [_parse_shape(path, i, s) for i, s in enumerate(data["shapes"])]
     return Annotation(
         path=path,
@@ -141,6 +134,34 @@ def read_annotation(json_path: str | os.PathLike) -> Annotation:
         height=data.get("imageHeight"),
         width=data.get("imageWidth"),
     )
+
+
+def _load_json(path: Path) -> dict:
+    """The JSON content of a LabelMe file, checked to have a shapes list."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabelMeError(path, f"invalid JSON ({err})") from None
+    except OSError as err:
+        raise LabelMeError(path, f"cannot read file ({err.strerror})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise LabelMeError(path, "not a LabelMe file: no 'shapes' list")
+    return data
+
+
+def scan_labels(json_path: str | os.PathLike) -> set[str]:
+    """The class labels of a LabelMe file (no `__ignore__`/`_background_`).
+
+    A quick pass for building the label map: shapes are not validated here
+    (`read_annotation` does that).
+
+    Raises:
+        LabelMeError: On invalid JSON or a missing `shapes` list.
+    """
+    path = Path(json_path)
+    labels = {str(s["label"]) for s in _load_json(path)["shapes"]
+              if isinstance(s, dict) and "label" in s}
+    return labels - {IGNORE_LABEL, BACKGROUND_LABEL}
 
 
 def _parse_shape(path: Path, index: int, raw) -> Shape:
@@ -276,8 +297,12 @@ def to_rgb(image: PIL.Image.Image) -> np.ndarray:
 
 
 def rasterize(
-    shapes: list[Shape], height: int, width: int, ids: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
+    shapes: list[Shape],
+    height: int,
+    width: int,
+    ids: dict[str, int],
+    with_instances: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Draws shapes into a class-id mask and an instance-id mask.
 
     Instances are numbered 1, 2, ... in order of first appearance per
@@ -290,15 +315,18 @@ def rasterize(
         width: Image width.
         ids: Label -> class id (`__ignore__` -> 255); every label of
             `shapes` must be in it.
+        with_instances: Also draw the instance mask.
 
     Returns:
         `(classes, instances)`: uint8 `(H, W)` class ids (255 = ignore) and
-        uint16 `(H, W)` instance ids (0 = none).
+        uint16 `(H, W)` instance ids (0 = none), or `None` without
+        `with_instances`.
     """
     classes = PIL.Image.new("L", (width, height), 0)
-    instances = PIL.Image.new("I", (width, height), 0)
     draw_classes = PIL.ImageDraw.Draw(classes)
-    draw_instances = PIL.ImageDraw.Draw(instances)
+    if with_instances:
+        instances = PIL.Image.new("I", (width, height), 0)
+        draw_instances = PIL.ImageDraw.Draw(instances)
     numbering: dict[tuple, int] = {}
     for index, shape in enumerate(shapes):
         class_id = ids[shape.label]
@@ -310,10 +338,16 @@ def rasterize(
             instance_id = numbering.setdefault(key, len(numbering) + 1)
         if shape.shape_type == "mask":
             _paste_mask(classes, shape, class_id)
-            _paste_mask(instances, shape, instance_id)
         else:
             draw_shape(draw_classes, shape, class_id)
+        if not with_instances:
+            continue
+        if shape.shape_type == "mask":
+            _paste_mask(instances, shape, instance_id)
+        else:
             draw_shape(draw_instances, shape, instance_id)
+    if not with_instances:
+        return np.asarray(classes), None
     return np.asarray(classes), np.asarray(instances).astype(np.uint16)
 
 
@@ -351,8 +385,3 @@ def _paste_mask(image: PIL.Image.Image, shape: Shape, value: int) -> None:
     top = round(min(p[1] for p in shape.points))
     stencil = PIL.Image.fromarray(shape.mask.astype(np.uint8) * 255, "L")
     image.paste(value, (left, top, left + stencil.width, top + stencil.height), stencil)
-
-
-def labels_of(annotation: Annotation) -> set[str]:
-    """The class labels used by an annotation (without `__ignore__`)."""
-    return {s.label for s in annotation.shapes} - {IGNORE_LABEL, BACKGROUND_LABEL}
