@@ -391,20 +391,69 @@ def export_tflite(
                 "keras": median_latency_ms(lambda x: np.asarray(run_keras(x)), one, latency_runs),
                 "tflite": median_latency_ms(predictor, one, latency_runs),
             }
+        meta = sidecar(export_model, output_kind(model), names, precision, output,
+                       _io_details(tmp))
+        meta["verification"] = asdict(agreement)
+        meta["ops"] = ops
+        embed_metadata(tmp, meta)
+        # The metadata must not change what the model computes.
+        if not np.array_equal(_tflite_predictor(tmp, num_threads)(images[:1]), tflite_out[:1]):
+            raise ExportError(f"{output}: embedding the metadata changed the outputs")
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
     files.write_text(output.parent / "labels.txt", labels_text(names))
-    meta = sidecar(export_model, output_kind(model), names, precision, output,
-                   _io_details(output))
     sidecar_path = output.with_suffix(".json")
+    files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     report = ExportReport(str(output), precision, output.stat().st_size, ops, agreement,
                           latency, str(sidecar_path))
-    meta["verification"] = asdict(agreement)
-    meta["ops"] = ops
-    files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     log.info("%s", report.format())
     return report
+
+
+METADATA_NAME = "keras_unet"
+
+
+def embed_metadata(tflite_path: str | os.PathLike, meta: dict) -> None:
+    """Stores `meta` as JSON in the `.tflite` file's metadata, in place.
+
+    A custom metadata entry named `"keras_unet"` (TFLite's `Model.metadata`
+    list), written with LiteRT's own flatbuffer tools: `tflite-support`,
+    the usual metadata library, cannot be installed beside TensorFlow 2.21.
+    An existing entry of that name is replaced.
+
+    Args:
+        tflite_path: The model file.
+        meta: JSON-serializable dictionary (the sidecar content).
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    kept = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
+    model.metadata = [*kept, entry]
+    flatbuffer_utils.write_model(model, str(tflite_path))
+
+
+def read_metadata(tflite_path: str | os.PathLike) -> dict | None:
+    """The keras-unet metadata embedded in a `.tflite` file, or `None`."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    for entry in model.metadata or []:
+        if _name(entry.name) == METADATA_NAME:
+            return json.loads(bytes(model.buffers[entry.buffer].data).decode())
+    return None
+
+
+def _name(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 OTHER_FORMATS = ("saved_model", "onnx")

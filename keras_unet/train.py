@@ -310,8 +310,7 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     files.write_text(out_dir / "labels.txt", labels_text(names))
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    if _auto(config.mixed_precision, gpu):
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    policy = "mixed_float16" if _auto(config.mixed_precision, gpu) else "float32"
     depth = config.model.get("depth", 4)
     weights = None
     if config.class_weighting == "median_frequency":
@@ -362,9 +361,14 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
     phases = [(0, config.epochs)]
     if config.unfreeze_epoch and config.model.get("freeze_encoder"):
         phases = [(0, config.unfreeze_epoch), (config.unfreeze_epoch, config.epochs)]
-    with strategy.scope():
-        model = build_unet((None, None, config.channels), outputs, **config.model)
-        compile_model(model, config.lr, phases[0][1])
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:  # the layers keep the policy they were built with
+        with strategy.scope():
+            model = build_unet((None, None, config.channels), outputs, **config.model)
+            compile_model(model, config.lr, phases[0][1])
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
     checkpoints = out_dir / "checkpoints"
     checkpoints.mkdir(exist_ok=True)

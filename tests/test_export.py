@@ -107,6 +107,10 @@ def test_sidecar_and_labels_match_the_model(model, held_out, tmp_path):
     assert meta["output"]["kind"] == "sigmoid" and meta["labels"] == names
     assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"]["scale"] > 0
     assert (tmp_path / "labels.txt").read_text().splitlines() == ["__ignore__", *names]
+    # The same content travels inside the .tflite file.
+    from keras_unet.export import read_metadata
+
+    assert read_metadata(out) == meta
 
 
 def test_none_sized_model_exports_with_a_chosen_fixed_size(model, held_out, tmp_path):

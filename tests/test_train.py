@@ -139,3 +139,13 @@ def test_two_local_workers_train_and_agree_on_the_weights(tiny_nuclei, tmp_path)
     for a, b in zip(chief.get_weights(), other.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert int(chief.optimizer.iterations.numpy()) == 4
+
+
+def test_mixed_precision_and_xla_path_trains_and_leaves_the_global_policy(tiny_nuclei, tmp_path):
+    """The GPU settings (float16 compute, XLA), forced on, on the CPU."""
+    result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=2,
+                               mixed_precision="on", jit_compile="on"))
+    assert np.isfinite(result.history["loss"]).all()
+    assert result.model.get_layer("enc1_conv1").compute_dtype == "float16"
+    assert result.model.output.dtype == "float32"  # the head runs in float32
+    assert keras.mixed_precision.global_policy().name == "float32"
