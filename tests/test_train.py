@@ -149,3 +149,34 @@ def test_mixed_precision_and_xla_path_trains_and_leaves_the_global_policy(tiny_n
     assert result.model.get_layer("enc1_conv1").compute_dtype == "float16"
     assert result.model.output.dtype == "float32"  # the head runs in float32
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_frozen_backbone_is_unfrozen_at_the_chosen_epoch(tiny_nuclei, tmp_path):
+    config = tiny_config(
+        tiny_nuclei, tmp_path / "run", epochs=2, steps_per_epoch=1, crop_size=64,
+        model={"backbone": "mobilenet_v2", "filters": 4, "freeze_encoder": True},
+        unfreeze_epoch=1,
+    )
+
+    class Snapshot(keras.callbacks.Callback):
+        weights = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            encoder = self.model.get_layer("encoder")
+            self.weights[epoch] = [w.copy() for w in encoder.get_weights()]
+            self.weights[f"trainable{epoch}"] = encoder.trainable
+
+    snapshot = Snapshot()
+    initial = None
+
+    class Start(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            nonlocal initial
+            if initial is None:
+                initial = [w.copy() for w in self.model.get_layer("encoder").get_weights()]
+
+    train(config, extra_callbacks=[Start(), snapshot])
+    assert snapshot.weights["trainable0"] is False and snapshot.weights["trainable1"] is True
+    assert all(np.array_equal(a, b) for a, b in zip(initial, snapshot.weights[0]))
+    assert not all(np.array_equal(a, b) for a, b in zip(initial, snapshot.weights[1]))
