@@ -357,12 +357,12 @@ def export_tflite(
     """
     import tensorflow as tf
 
-    from keras_unet.inference import _tflite_predictor
+    from keras_unet.inference import load_predictor
 
     output = Path(output)
     export_model = fixed_size_model(model, input_size)
     flatbuffer = convert(export_model, precision, representative=representative, io_type=io_type)
-    tmp = output.with_name(f".{output.name}.unverified")
+    tmp = output.with_name(f".{output.stem}.unverified.tflite")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(flatbuffer)
     try:
@@ -370,7 +370,7 @@ def export_tflite(
         flex = [op for op in ops if op.startswith("CUSTOM")]
         if flex:
             raise ExportError(f"{output}: the model needs ops LiteRT lacks: {flex}")
-        predictor = _tflite_predictor(tmp, num_threads)
+        predictor = load_predictor(tmp, num_threads)
         run_keras = tf.function(lambda x: export_model(x, training=False))
         images = np.asarray(verification_images, np.float32)
         keras_out = np.concatenate([np.asarray(run_keras(x[None])) for x in images])
@@ -397,7 +397,7 @@ def export_tflite(
         meta["ops"] = ops
         embed_metadata(tmp, meta)
         # The metadata must not change what the model computes.
-        if not np.array_equal(_tflite_predictor(tmp, num_threads)(images[:1]), tflite_out[:1]):
+        if not np.array_equal(load_predictor(tmp, num_threads)(images[:1]), tflite_out[:1]):
             raise ExportError(f"{output}: embedding the metadata changed the outputs")
         os.replace(tmp, output)
     finally:
@@ -557,13 +557,13 @@ def image_windows(
         float32 `(limit, H, W, C)` in [0, 1]; images smaller than the window
         are padded by reflection.
     """
-    from keras_unet.inference import _pad, read_image
+    from keras_unet.inference import pad_image, read_image
 
     rng = np.random.default_rng(seed)
     height, width = size
     windows = []
     for i in range(limit):
-        image = _pad(read_image(paths[i % len(paths)], channels), height, width)
+        image = pad_image(read_image(paths[i % len(paths)], channels), height, width)
         spare_h, spare_w = image.shape[0] - height, image.shape[1] - width
         if random_crops:
             top, left = rng.integers(0, spare_h + 1), rng.integers(0, spare_w + 1)

@@ -195,7 +195,11 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
     return [int(round(i * (size - tile) / (count - 1))) for i in range(count)]
 
 
-def _pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def pad_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pads an `(H, W, C)` image at the bottom/right to at least `height x width`.
+
+    Reflection where the image is large enough, edge replication otherwise.
+    """
     pad_h, pad_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
     if not pad_h and not pad_w:
         return image
@@ -241,7 +245,7 @@ def predict_tiled(
         float32 `(H, W, K)` probabilities.
     """
     height, width = image.shape[:2]
-    padded = _pad(image, *tile)
+    padded = pad_image(image, *tile)
     tile_h, tile_w = tile
     weights = gaussian_weights(tile_h, tile_w)[..., None]
     boxes = [(y, x) for y in tile_starts(padded.shape[0], tile_h, overlap)
@@ -296,7 +300,7 @@ def predict_image(
                              batch_size=batch_size, tta=tta)
     height, width = image.shape[:2]
     m = predictor.multiple
-    padded = _pad(image, -(-height // m) * m, -(-width // m) * m)
+    padded = pad_image(image, -(-height // m) * m, -(-width // m) * m)
     return _predict_batch(predictor, padded[None], tta)[0, :height, :width]
 
 
