@@ -1,11 +1,15 @@
 """LabelMe -> masks throughput: keras-unet's converter vs labelme's own pipeline.
 
 labelme's reference is what its `examples/semantic_segmentation/labelme2voc.py`
-does per file, with labelme's library functions (`LabelFile`,
-`utils.img_data_to_arr`, `utils.shapes_to_label`, `utils.lblsave`, image saved
-as PNG), run serially as that script does. keras-unet runs `labelme_to_masks`
-with all cores. Both convert the same files in one run, alternately, and the
-class masks are compared pixel for pixel.
+does per file (the script is not installed with labelme, so its steps are run
+here with labelme's own library functions): `LabelFile`, the image bytes
+written out unchanged, `utils.img_data_to_arr`, `utils.shapes_to_label`,
+`utils.lblsave`, `np.save` of the label array and, unless `--noviz`, an
+`imgviz.label2rgb` visualization saved as JPEG; serially, as the script runs.
+keras-unet runs `labelme_to_masks` with all cores, without overlays (the
+like-for-like of `--noviz`) and with `--overlays` (the like-for-like of the
+default). All four convert the same files in one run, in turn, and the class
+masks are compared pixel for pixel.
 
     python benchmarks/bench_labelme.py [--repeats 3]
 """
@@ -28,18 +32,25 @@ from keras_unet.convert import find_json_files, labelme_to_masks  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def labelme_reference(json_files, names, out_dir):
+def labelme_reference(json_files, names, out_dir, viz):
+    import imgviz
     import labelme
 
     ids = {"__ignore__": -1, **{n: i for i, n in enumerate(names)}}
     for path in json_files:
         label_file = labelme.LabelFile(filename=str(path))
+        (out_dir / f"{path.stem}.jpg").write_bytes(label_file.imageData)  # as the script
         image = labelme.utils.img_data_to_arr(label_file.imageData)
-        PIL.Image.fromarray(image).save(out_dir / f"{path.stem}.png")
         classes, _ = labelme.utils.shapes_to_label(image.shape, label_file.shapes, ids)
         # labelme 6.3 + imgviz 2.1's lblsave takes uint8 only (ignore -1 -> 255).
         labelme.utils.lblsave(str(out_dir / f"{path.stem}_mask.png"),
                               np.where(classes == -1, 255, classes).astype(np.uint8))
+        np.save(out_dir / f"{path.stem}.npy", classes)
+        if viz:  # the script calls rgb2gray, which fails on greyscale images
+            grey = image if image.ndim == 2 else imgviz.rgb2gray(image[..., :3])
+            picture = imgviz.label2rgb(np.maximum(classes, 0), grey, font_size=15,
+                                       label_names=names, loc="rb")
+            imgviz.io.imsave(str(out_dir / f"{path.stem}_viz.jpg"), picture)
 
 
 def main():
@@ -63,39 +74,45 @@ def main():
         names = ["_background_", "nucleus"]
         files = find_json_files(src)
 
-        def ours():
-            out = tmp / "ours"
-            shutil.rmtree(out, ignore_errors=True)
-            labelme_to_masks(src, out, labels=names, force=True)
+        def ours(overlays):
+            labelme_to_masks(src, tmp / "ours", labels=names, overlays=overlays, force=True)
 
-        def theirs():
-            out = tmp / "theirs"
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            labelme_reference(files[: len(files) // args.copies], names, out)
+        def theirs(viz):
+            (tmp / "theirs").mkdir()
+            labelme_reference(files[: len(files) // args.copies], names, tmp / "theirs", viz)
 
-        ours_t, theirs_t = [], []
-        for _ in range(args.repeats):  # alternate, so both see the same machine load
-            ours_t += timed(ours, 1)
-            theirs_t += timed(theirs, 1)
-        n_ours, n_theirs = len(files), len(files) // args.copies
-        ours_rate = n_ours / median(ours_t)
-        theirs_rate = n_theirs / median(theirs_t)
+        runs = {  # name -> (function, files converted)
+            "keras-unet labelme2masks": (lambda: ours(False), len(files)),
+            "labelme2voc.py --noviz": (lambda: theirs(False), len(files) // args.copies),
+            "keras-unet labelme2masks --overlays": (lambda: ours(True), len(files)),
+            "labelme2voc.py": (lambda: theirs(True), len(files) // args.copies),
+        }
+        times = {name: [] for name in runs}
+        for _ in range(args.repeats):  # in turn, so all see the same machine load
+            for name, (fn, _) in runs.items():
+                folder = "ours" if name.startswith("keras-unet") else "theirs"
+                shutil.rmtree(tmp / folder, ignore_errors=True)  # every run writes anew
+                times[name] += timed(fn, 1)
         differing = 0
-        for path in files[:n_theirs]:
+        for path in files[: len(files) // args.copies]:
             a = np.asarray(PIL.Image.open(tmp / "ours" / "masks" / "copy0" / f"{path.stem}.png"))
             b = np.asarray(PIL.Image.open(tmp / "theirs" / f"{path.stem}_mask.png"))
             differing += int((a != b).sum())
-    rows = [
-        {"converter": "keras-unet labelme2masks", "files": n_ours,
-         "median_s": median(ours_t), "files_per_s": ours_rate},
-        {"converter": "labelme (labelme2voc steps)", "files": n_theirs,
-         "median_s": median(theirs_t), "files_per_s": theirs_rate},
-    ]
+    rows = [{"converter": name, "files": n, "median_s": median(times[name]),
+             "files_per_s": n / median(times[name])} for name, (_, n) in runs.items()]
+    rate = {row["converter"]: row["files_per_s"] for row in rows}
+    speedups = {
+        "without visualization": rate["keras-unet labelme2masks"]
+        / rate["labelme2voc.py --noviz"],
+        "with visualization": rate["keras-unet labelme2masks --overlays"]
+        / rate["labelme2voc.py"],
+        "defaults": rate["keras-unet labelme2masks"] / rate["labelme2voc.py"],
+    }
     print(table(rows, ["converter", "files", "median_s", "files_per_s"]))
-    print(f"speed-up: {ours_rate / theirs_rate:.1f}x on {os.cpu_count()} cores; "
-          f"mask pixels differing: {differing}")
-    print(save("labelme", {"rows": rows, "speedup": ours_rate / theirs_rate,
+    for name, value in speedups.items():
+        print(f"speed-up {name}: {value:.1f}x")
+    print(f"on {os.cpu_count()} cores; mask pixels differing: {differing}")
+    print(save("labelme", {"rows": rows, "speedups": speedups,
                            "differing_pixels": differing, "cores": os.cpu_count()}))
 
 

@@ -139,7 +139,8 @@ def main():
                      "step_s": seconds, "images_per_s": BATCH / seconds,
                      "gflop_per_step": flops / 1e9,
                      "flops_fraction": flops / seconds / flops_machine})
-    print(f"input pipeline: {table([{'feed': k, 'images_per_s': v} for k, v in overhead.items()], ['feed', 'images_per_s'])}")
+    feeds = [{"feed": k, "images_per_s": v} for k, v in overhead.items()]
+    print(f"input pipeline: {table(feeds, ['feed', 'images_per_s'])}")
     ratio = overhead["tf.data from files"] / overhead["in-memory tensors"]
     print(f"pipeline/in-memory ratio: {ratio:.3f}\n")
     print(table(rows, ["model", "params", "step_s", "images_per_s", "gflop_per_step",

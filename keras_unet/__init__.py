@@ -17,7 +17,7 @@ from keras_unet.losses import (
     get_loss,
 )
 from keras_unet.metrics import Dice, IoU
-from keras_unet.model import build_unet, output_size, valid_input_size
+from keras_unet.model import build_unet, output_size, size_multiple, valid_input_size
 from keras_unet.visualize import overlay
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "labelme_to_masks",
     "masks_to_labelme",
     "output_size",
+    "size_multiple",
     "overlay",
     "rasterize",
     "read_annotation",

@@ -5,7 +5,9 @@ dataset layout that keras-unet trains on::
 
     output/
       labels.txt          class names, one per line (id = line - 1)
-      images/<name>.png   the upright RGB image, lossless
+      images/<name>.png   the upright image, lossless; an 8-bit RGB or greyscale
+                          PNG source that needs no change is copied as is,
+                          anything else is decoded to RGB and re-encoded
       masks/<name>.png    class ids, palette PNG, 255 = ignore
       instances/<name>.png  instance ids, 16-bit PNG (optional)
       overlays/<name>.jpg   image + coloured mask + legend (optional)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 from keras_unet import files
 from keras_unet.labelme import (
     LabelMeError,
+    image_file_as_is,
     load_image,
     rasterize,
     read_annotation,
@@ -92,7 +96,9 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
-def find_json_files(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+def find_json_files(
+    root: str | os.PathLike, exclude: str | os.PathLike | None = None
+) -> list[Path]:
     """All `.json` files below `root`, sorted, skipping the `exclude` folder."""
     root = Path(root)
     skip = Path(exclude).resolve() if exclude else None
@@ -149,23 +155,30 @@ def labelme_to_masks(
     paths = find_json_files(input_dir, exclude=output_dir)
     summary = ConversionSummary(files=len(paths))
     workers = workers or os.cpu_count() or 1
-    with _pool(workers, len(paths)) as pool:
-        return _convert_all(input_dir, output_dir, paths, summary, pool, labels=labels,
+    workers = min(workers, len(paths))
+    with _runner(workers) as run:
+        return _convert_all(input_dir, output_dir, paths, summary, run, labels=labels,
                             instances=instances, overlays=overlays, force=force,
                             strict=strict, progress=progress)
 
 
-def _pool(workers: int, jobs: int):
-    """A process pool for `workers > 1`, else a no-op context (in-process)."""
-    if workers <= 1 or jobs <= 1:
-        return contextlib.nullcontext(None)
-    return ProcessPoolExecutor(max_workers=min(workers, jobs))
+@contextlib.contextmanager
+def _runner(workers: int):
+    """Yields `run(fn, items, bar=None)` (see `_run`) on a pool of `workers`.
+
+    One process pool serves every call; `workers=1` runs in-process.
+    """
+    if workers <= 1:
+        yield functools.partial(_run, pool=None, workers=1)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield functools.partial(_run, pool=pool, workers=workers)
 
 
-def _convert_all(input_dir, output_dir, paths, summary, pool, *, labels, instances,
+def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instances,
                  overlays, force, strict, progress) -> ConversionSummary:
     """Both passes of `labelme_to_masks`: label scan, then conversion."""
-    found = {paths[i]: r for i, r in _run(_labels_of_file, [(p,) for p in paths], pool)}
+    found = {paths[i]: r for i, r in run(_labels_of_file, [(p,) for p in paths])}
     bad = {p: reason for p, (_, reason) in found.items() if reason}
     if isinstance(labels, (str, os.PathLike)):
         names = read_labels(labels)
@@ -203,7 +216,7 @@ def _convert_all(input_dir, output_dir, paths, summary, pool, *, labels, instanc
         for p in todo
     ]
     bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file", disable=not progress)
-    results = _run(_convert_one, jobs, pool, bar=bar)
+    results = run(_convert_one, jobs, bar=bar)
     for index, result in results:
         path = todo[index]
         if isinstance(result, str):
@@ -256,11 +269,16 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
         outputs = _outputs(output_dir, stem, instances, overlays)
         if not force and _up_to_date(path, annotation, outputs):
             return None
-        image = load_image(annotation)
-        classes, instance_ids = rasterize(annotation.shapes, *image.shape[:2], ids, instances)
+        as_is = image_file_as_is(annotation)
+        image = load_image(annotation) if as_is is None or overlays else None
+        size = as_is[1] if as_is else image.shape[:2]
+        classes, instance_ids = rasterize(annotation.shapes, *size, ids, instances)
     except LabelMeError as err:
         return err.reason
-    files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
+    if as_is:
+        files.write_bytes(outputs["image"], as_is[0])
+    else:
+        files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
     files.save_mask(outputs["mask"], classes)
     if instances:
         files.save_instances(outputs["instances"], instance_ids)
@@ -271,11 +289,14 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
     return Counter(s.shape_type for s in annotation.shapes), pixels
 
 
-def _run(fn, items: list[tuple], pool=None, bar=None) -> Iterable[tuple[int, object]]:
+def _run(fn, items: list[tuple], bar=None, *, pool, workers) -> Iterable[tuple[int, object]]:
     """Yields `(index, fn(*items[index]))` as calls finish.
 
-    Runs in `pool` (a process pool) if given, else in-process. Closing the
-    generator early (as `strict` mode does) cancels the calls not started.
+    Runs in `pool` (a process pool of `workers`), or in-process when it is
+    `None`. Items go to the pool in chunks (a few per worker), which keeps
+    the cost of passing messages small next to the work on one file. Closing
+    the generator early (as `strict` mode does) cancels the chunks not
+    started.
     """
     if pool is None:
         for index, item in enumerate(items):
@@ -284,15 +305,25 @@ def _run(fn, items: list[tuple], pool=None, bar=None) -> Iterable[tuple[int, obj
                 bar.update()
             yield index, result
         return
-    futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
+    size = max(1, min(_MAX_CHUNK, len(items) // (4 * workers)))
+    starts = range(0, len(items), size)
+    futures = {pool.submit(_run_chunk, fn, items[i : i + size]): i for i in starts}
     try:
         for future in as_completed(futures):
+            results = future.result()
             if bar is not None:
-                bar.update()
-            yield futures[future], future.result()
+                bar.update(len(results))
+            yield from enumerate(results, start=futures[future])
     finally:
         for future in futures:
             future.cancel()
+
+
+_MAX_CHUNK = 16
+
+
+def _run_chunk(fn, items: list[tuple]) -> list:
+    return [fn(*item) for item in items]
 
 
 # --- masks -> LabelMe -------------------------------------------------------
@@ -409,7 +440,10 @@ def masks_to_labelme(
     Returns:
         A `ConversionSummary` (pixels and shapes counted per class/type).
     """
-    names = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else make_label_list(labels)
+    if isinstance(labels, (str, os.PathLike)):
+        names = read_labels(labels)
+    else:
+        names = make_label_list(labels)
     images = {p.stem: p for p in sorted(Path(images_dir).iterdir()) if p.is_file()}
     masks = sorted(Path(masks_dir).glob("*.png"))
     output_dir = Path(output_dir)

@@ -193,7 +193,9 @@ def class_weights_from_counts(counts: dict[int, int], num_classes: int) -> list[
     return [float(median / f) if f else 0.0 for f in freq]
 
 
-def write_tfrecords(dataset: Dataset, output_dir, shards: int = 4, prefix: str = "train") -> list[str]:
+def write_tfrecords(
+    dataset: Dataset, output_dir, shards: int = 4, prefix: str = "train"
+) -> list[str]:
     """Writes image/mask pairs as sharded TFRecord files (encoded bytes as-is).
 
     Sharded records are the standard way to feed multi-worker training:

@@ -209,8 +209,8 @@ def evaluate_dataset(
     for dice, image_path, image, truth, predicted in kept:
         picture = np.clip(image * 255, 0, 255).astype(np.uint8)
         left, right = overlay(picture, truth, names), overlay(picture, predicted, names)
-        canvas = PIL.Image.new("RGB", (left.width + right.width + 8, max(left.height, right.height)),
-                               (255, 255, 255))
+        size = (left.width + right.width + 8, max(left.height, right.height))
+        canvas = PIL.Image.new("RGB", size, (255, 255, 255))
         canvas.paste(left, (0, 0))
         canvas.paste(right, (left.width + 8, 0))
         files.save_image(output_dir / "worst" / f"{Path(image_path).stem}.png", canvas)

@@ -201,8 +201,8 @@ def op_names(tflite_path: str | os.PathLike) -> list[str]:
     for index, code in enumerate(model.operatorCodes):
         name = flatbuffer_utils.opcode_to_name(model, index)
         if name == "CUSTOM" or name is None:
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-            name = f"CUSTOM:{custom}"
+            custom = code.customCode
+            name = f"CUSTOM:{custom.decode() if isinstance(custom, bytes) else custom}"
         names.add(name)
     return sorted(names)
 

@@ -44,6 +44,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically writes bytes."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
 def save_image(path: str | os.PathLike, image: PIL.Image.Image, **params) -> Path:
     """Atomically saves a PIL image; the format follows the file suffix."""
     fmt = PIL.Image.registered_extensions()[Path(path).suffix.lower()]

@@ -12,6 +12,7 @@ count little. At most `batch_size` tiles are in memory at once.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -387,6 +388,13 @@ def predict_files(
         files.save_image(output_dir / "overlays" / f"{stem}.png", overlay(picture, mask, names))
         if probabilities:
             target = output_dir / "probabilities" / f"{stem}.npy"
-            files.atomic_write(target, lambda tmp: np.save(open(tmp, "wb"), probs.astype(np.float16)))
+            files.write_bytes(target, _npy_bytes(probs.astype(np.float16)))
         written += 1
     return written, errors
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """`array` in `.npy` format."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

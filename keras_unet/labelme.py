@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import itertools
 import json
 import math
 import os
@@ -180,7 +181,7 @@ def _parse_shape(path: Path, index: int, raw) -> Shape:
         points = [(float(x), float(y)) for x, y in raw.get("points") or []]
     except (TypeError, ValueError):
         raise LabelMeError(path, f"{where}: points must be [x, y] numbers") from None
-    if not all(math.isfinite(v) for p in points for v in p):
+    if not all(map(math.isfinite, itertools.chain.from_iterable(points))):
         raise LabelMeError(path, f"{where}: points must be finite numbers")
     low, high = SHAPE_POINTS[shape_type]
     if len(points) < low or (high is not None and len(points) > high):
@@ -277,6 +278,41 @@ def load_image(annotation: Annotation) -> np.ndarray:
             f"{expected[1]} but {where} is {rgb.shape[0]}x{rgb.shape[1]}",
         )
     return rgb
+
+
+def image_file_as_is(annotation: Annotation) -> tuple[bytes, tuple[int, int]] | None:
+    """The bytes of the annotated image file, when they can be kept unchanged.
+
+    That is when the file already stores what `load_image` returns: an
+    image file (not `imageData`) in PNG format, 8-bit RGB or greyscale (read
+    as R=G=B), with no EXIF orientation to apply, whose size matches
+    `imageHeight`/`imageWidth` and whose chunks pass their checksums. A
+    converter can then copy the file instead of decoding and re-encoding it.
+
+    Args:
+        annotation: The parsed file.
+
+    Returns:
+        `(file bytes, (height, width))`, or `None` when the image must go
+        through `load_image` (which also reports any problem with it).
+    """
+    if annotation.image_data:
+        return None
+    try:
+        data = resolve_image_path(annotation).read_bytes()
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            size = (image.height, image.width)
+            if image.format != "PNG" or image.mode not in ("L", "RGB"):
+                return None
+            image.verify()
+    except (LabelMeError, OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError):
+        return None
+    expected = (annotation.height, annotation.width)
+    # b"eXIf" anywhere (even by chance in compressed data) sends the file
+    # through load_image, which applies the orientation it may hold.
+    if b"eXIf" in data or (None not in expected and size != expected):
+        return None
+    return data, size
 
 
 def to_rgb(image: PIL.Image.Image) -> np.ndarray:

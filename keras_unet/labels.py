@@ -10,6 +10,7 @@ order. Blank lines are skipped; duplicates are an error.
 from __future__ import annotations
 
 import colorsys
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -109,7 +110,8 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.9, value))
 
 
-def palette() -> list[int]:
+@functools.cache
+def palette() -> tuple[int, ...]:
     """The 256-entry RGB palette of class-id mask PNGs (768 ints).
 
     Entry `i` has red value `i`, so a decoder that expands the palette to RGB
@@ -119,10 +121,10 @@ def palette() -> list[int]:
     255 (ignore) is white.
 
     Returns:
-        A flat `[r0, g0, b0, r1, g1, b1, ...]` list for `Image.putpalette`.
+        A flat `(r0, g0, b0, r1, g1, b1, ...)` tuple for `Image.putpalette`.
     """
     flat = []
     for i in range(255):
         _, g, b = class_color(i)
         flat += [i, g, b]
-    return flat + [255, 255, 255]
+    return tuple(flat + [255, 255, 255])

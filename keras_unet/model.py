@@ -21,6 +21,7 @@ NORMALIZATIONS = (None, "batch", "group")
 UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 DROPOUT_POSITIONS = ("bottleneck", "encoder", "decoder", "all")
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
+BACKBONE_DEPTH = 5  # a backbone's skips are at strides 2, 4, 8, 16 and 32
 
 
 def build_unet(
@@ -106,7 +107,7 @@ def build_unet(
     if backbone is not None:
         if padding != "same":
             raise ValueError(f"padding={padding!r} is not supported with a backbone; use 'same'.")
-        depth = 5
+        depth = BACKBONE_DEPTH
     _validate_options(
         input_shape=input_shape,
         num_classes=num_classes,
@@ -259,6 +260,19 @@ def _skip_crops(depth: int, shrink: int) -> list[int]:
     trace = _trace(size, depth, shrink)
     encoder, decoder = trace[:depth], trace[depth : 2 * depth][::-1]
     return [e - d for e, d in zip(encoder, decoder)]
+
+
+def size_multiple(depth: int = 4, backbone: str | None = None) -> int:
+    """Input heights and widths of a `padding="same"` U-Net are multiples of this.
+
+    Args:
+        depth: Number of poolings (ignored with a backbone).
+        backbone: Backbone name, or `None`; a backbone always pools 5 times.
+
+    Returns:
+        `2**depth`, or 32 with a backbone.
+    """
+    return 2 ** (BACKBONE_DEPTH if backbone else depth)
 
 
 def valid_input_size(

@@ -44,7 +44,7 @@ from keras_unet.evaluate import confusion_from_model, format_scores, per_class_s
 from keras_unet.labels import IGNORE_ID, labels_text
 from keras_unet.losses import get_loss
 from keras_unet.metrics import Dice, IoU
-from keras_unet.model import build_unet
+from keras_unet.model import build_unet, size_multiple
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class TrainConfig:
             `val_fraction`).
         work_dir: The run folder.
         channels: Image channels fed to the model (1 grey, 3 RGB).
-        crop_size: Training crop size (a multiple of `2**depth`).
+        crop_size: Training crop size (a multiple of `2**depth`, 32 with a
+            backbone).
         batch_size: Global batch size (split over GPUs/workers).
         epochs: Training epochs.
         steps_per_epoch: Steps per epoch; `None` is one pass over the
@@ -311,13 +312,15 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
     policy = "mixed_float16" if _auto(config.mixed_precision, gpu) else "float32"
-    depth = config.model.get("depth", 4)
+    multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
     if config.class_weighting == "median_frequency":
         weights = class_weights_from_counts(counts, len(names))
         log.info("class weights: %s", dict(zip(names, np.round(weights, 3))))
     elif config.class_weighting != "none":
-        raise ValueError(f"class_weighting={config.class_weighting!r}: 'none' or 'median_frequency'")
+        raise ValueError(
+            f"class_weighting={config.class_weighting!r}: 'none' or 'median_frequency'"
+        )
     records = None
     if config.tfrecord_shards:
         shard_dir = run_dir / "tfrecords"
@@ -326,14 +329,14 @@ def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResu
         records = str(shard_dir / "train-*.tfrecord")
     train_ds = make_dataset(
         train_set, channels=config.channels, training=True, batch_size=config.batch_size,
-        crop_size=config.crop_size, pad_multiple=2**depth,
+        crop_size=config.crop_size, pad_multiple=multiple,
         augmentations=Augment(**config.augment), class_weights=weights,
         border_weights=config.border_weights, records=records,
         seed=config.seed, deterministic=config.deterministic,
     )
     val_ds = make_dataset(
         val_set, channels=config.channels, training=False, batch_size=1,
-        pad_multiple=2**depth, deterministic=config.deterministic,
+        pad_multiple=multiple, deterministic=config.deterministic,
     )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -108,3 +108,22 @@ def test_backbone_options_are_validated():
         build_unet((SIZE, SIZE, 3), backbone="mobilenet_v2", padding="valid")
     with pytest.raises(ValueError, match="height 48 .* 32 or 64"):
         build_unet((48, 64, 3), backbone="mobilenet_v2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_trained_backbone_exports_to_verified_float32_and_int8(backbone, nuclei_dataset,
+                                                                tmp_path):
+    from keras_unet.export import DEFAULT_AGREEMENT, export_run
+    from keras_unet.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), crop_size=64,
+        batch_size=8, epochs=2, steps_per_epoch=10, lr=3e-3, tensorboard=False, verbose=0,
+        model={"backbone": backbone, "filters": 8}, early_stopping=0, deterministic=True,
+    )
+    train(config)
+    reports = export_run(tmp_path / "run", tmp_path / "export", precisions=("float32", "int8"),
+                         input_size=(128, 128), verification_samples=8, latency_runs=0)
+    for report in reports:  # export_run raises if an export fails its verification
+        assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT[report.precision]

@@ -55,6 +55,75 @@ def test_converts_a_folder_tree_with_one_label_map(good_folder, tmp_path):
     assert summary.shapes["rectangle"] == 3 and summary.pixels["dog"] == 125
 
 
+def _source_image(kind, pixels):
+    """A source image of `kind` and the upright RGB array it must convert to."""
+    grey = pixels[..., 0]
+    if kind == "RGB png":
+        return PIL.Image.fromarray(pixels), pixels
+    if kind == "L png":
+        return PIL.Image.fromarray(grey), np.repeat(grey[..., None], 3, axis=-1)
+    if kind == "RGBA png":
+        alpha = np.full(grey.shape + (1,), 7, np.uint8)
+        return PIL.Image.fromarray(np.concatenate([pixels, alpha], -1)), pixels
+    if kind == "P png":
+        table = np.random.default_rng(1).integers(0, 256, (256, 3), dtype=np.uint8)
+        image = PIL.Image.fromarray(grey, mode="P")
+        image.putpalette(table.ravel().tolist())
+        return image, table[grey]
+    if kind == "16-bit png":
+        image = PIL.Image.fromarray(grey.astype(np.uint16) * 257)
+        return image, np.repeat(grey[..., None], 3, axis=-1)
+    if kind == "EXIF-rotated png":  # orientation 6: shown turned 90 degrees clockwise
+        exif = PIL.Image.Exif()
+        exif[0x0112] = 6
+        image = PIL.Image.fromarray(pixels)
+        image.info["exif"] = exif.tobytes()
+        return image, np.rot90(pixels, k=-1)
+    raise ValueError(kind)
+
+
+COPIED = ["RGB png", "L png"]
+
+
+@pytest.mark.parametrize("kind", COPIED + ["RGBA png", "P png", "16-bit png",
+                                          "EXIF-rotated png"])
+def test_images_are_upright_and_lossless_and_copied_only_when_unchanged(kind, tmp_path):
+    from keras_unet.labelme import to_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    source, expected = _source_image(kind, pixels)
+    src = tmp_path / "src"
+    src.mkdir()
+    params = {"exif": source.info["exif"]} if "exif" in source.info else {}
+    source.save(src / "a.png", **params)
+    doc = {"version": "5.5.0", "shapes": [box("cat", 0, 0, 3, 3)], "imagePath": "a.png",
+           "imageData": None, "imageHeight": expected.shape[0],
+           "imageWidth": expected.shape[1]}
+    (src / "a.json").write_text(json.dumps(doc))
+
+    summary = labelme_to_masks(src, tmp_path / "out", workers=1)
+    assert summary.converted == 1 and not summary.errors
+    written = tmp_path / "out" / "images" / "a.png"
+    np.testing.assert_array_equal(to_rgb(PIL.Image.open(written)), expected)
+    assert read_png(tmp_path / "out" / "masks" / "a.png").shape == expected.shape[:2]
+    copied = written.read_bytes() == (src / "a.png").read_bytes()
+    assert copied == (kind in COPIED)
+    if not copied:
+        assert PIL.Image.open(written).mode == "RGB"
+
+
+def test_a_truncated_png_is_an_error_not_a_copy(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_file(src, "a", [box("cat", 0, 0, 3, 3)])
+    data = (src / "a.png").read_bytes()
+    (src / "a.png").write_bytes(data[: len(data) // 2])
+    summary = labelme_to_masks(src, tmp_path / "out", workers=1)
+    assert summary.converted == 0
+    assert "cannot decode image" in summary.errors[0][1]
+    assert not (tmp_path / "out" / "images" / "a.png").exists()
+
+
 def test_parallel_conversion_equals_serial(good_folder, tmp_path):
     labelme_to_masks(good_folder, tmp_path / "a", workers=1)
     labelme_to_masks(good_folder, tmp_path / "b", workers=2)

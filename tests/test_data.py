@@ -134,7 +134,8 @@ def test_binary_masks_with_a_foreground_value(tmp_path):
     mask = np.zeros((16, 16), np.uint8)
     mask[4:8] = 255
     PIL.Image.fromarray(mask).save(tmp_path / "m" / "a.png")
-    dataset = load_dataset(images_dir=tmp_path / "i", masks_dir=tmp_path / "m", foreground_value=255)
+    dataset = load_dataset(images_dir=tmp_path / "i", masks_dir=tmp_path / "m",
+                           foreground_value=255)
     _, masks = next(iter(make_dataset(dataset, channels=1, training=False, batch_size=1)))
     np.testing.assert_array_equal(masks.numpy()[0, ..., 0], (mask == 255).astype(np.uint8))
 

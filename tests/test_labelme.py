@@ -275,7 +275,8 @@ def test_exif_orientation_is_applied_like_the_labelme_app(tmp_path, orientation)
     path = write_json(tmp_path / "a.json", [shape("a", [[8, 4], [23, 13]], "rectangle")],
                       image_path="img.jpg", size=(40, 64))
     image = load_image(read_annotation(path))
-    reference = np.asarray(labelme.utils.apply_exif_orientation(PIL.Image.open(tmp_path / "img.jpg")))
+    saved = PIL.Image.open(tmp_path / "img.jpg")
+    reference = np.asarray(labelme.utils.apply_exif_orientation(saved))
     np.testing.assert_array_equal(image, reference)
     # The annotated rectangle (upright coordinates) sits on the white block.
     classes, _ = rasterize(read_annotation(path).shapes, *image.shape[:2], IDS)

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unet import DiceCELoss, IoU, build_unet, output_size, valid_input_size
+from keras_unet import (DiceCELoss, IoU, build_unet, output_size, size_multiple,
+                        valid_input_size)
 
 TINY = dict(filters=4, depth=2)
 
@@ -140,6 +141,20 @@ def test_unpoolable_valid_size_names_sizes_that_build():
     assert f"{below} or {above}" in str(err.value)
     for size in (below, above):
         assert build_unet((size, size, 1), padding="valid", filters=2).output_shape[1]
+
+
+@pytest.mark.parametrize("depth, backbone", [(2, None), (4, None), (4, "mobilenet_v2")])
+def test_size_multiple_is_the_smallest_step_between_sizes_that_build(depth, backbone):
+    multiple = size_multiple(depth, backbone)
+    kwargs = dict(depth=depth, backbone=backbone, filters=2)
+    builds = []
+    for size in range(multiple // 2, 2 * multiple + 1, multiple // 2):
+        try:
+            build_unet((size, size, 3), **kwargs)
+            builds.append(size)
+        except ValueError:
+            pass
+    assert builds == [multiple, 2 * multiple]
 
 
 def test_output_size_matches_model_for_many_valid_sizes():
