@@ -289,6 +289,9 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
     return Counter(s.shape_type for s in annotation.shapes), pixels
 
 
+_MAX_CHUNK = 16  # files per message to a worker process, at most
+
+
 def _run(fn, items: list[tuple], bar=None, *, pool, workers) -> Iterable[tuple[int, object]]:
     """Yields `(index, fn(*items[index]))` as calls finish.
 
@@ -317,9 +320,6 @@ def _run(fn, items: list[tuple], bar=None, *, pool, workers) -> Iterable[tuple[i
     finally:
         for future in futures:
             future.cancel()
-
-
-_MAX_CHUNK = 16
 
 
 def _run_chunk(fn, items: list[tuple]) -> list:

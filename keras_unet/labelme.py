@@ -280,6 +280,9 @@ def load_image(annotation: Annotation) -> np.ndarray:
     return rgb
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def image_file_as_is(annotation: Annotation) -> tuple[bytes, tuple[int, int]] | None:
     """The bytes of the annotated image file, when they can be kept unchanged.
 
@@ -299,7 +302,11 @@ def image_file_as_is(annotation: Annotation) -> tuple[bytes, tuple[int, int]] | 
     if annotation.image_data:
         return None
     try:
-        data = resolve_image_path(annotation).read_bytes()
+        with resolve_image_path(annotation).open("rb") as file:
+            signature = file.read(len(_PNG_SIGNATURE))
+            if signature != _PNG_SIGNATURE:  # e.g. a JPEG: not read any further here
+                return None
+            data = signature + file.read()
         with PIL.Image.open(io.BytesIO(data)) as image:
             size = (image.height, image.width)
             if image.format != "PNG" or image.mode not in ("L", "RGB"):
@@ -358,11 +365,10 @@ def rasterize(
         uint16 `(H, W)` instance ids (0 = none), or `None` without
         `with_instances`.
     """
-    classes = PIL.Image.new("L", (width, height), 0)
-    draw_classes = PIL.ImageDraw.Draw(classes)
+    canvases = [PIL.Image.new("L", (width, height), 0)]  # classes[, instances]
     if with_instances:
-        instances = PIL.Image.new("I", (width, height), 0)
-        draw_instances = PIL.ImageDraw.Draw(instances)
+        canvases.append(PIL.Image.new("I", (width, height), 0))
+    pens = [PIL.ImageDraw.Draw(canvas) for canvas in canvases]
     numbering: dict[tuple, int] = {}
     for index, shape in enumerate(shapes):
         class_id = ids[shape.label]
@@ -372,19 +378,13 @@ def rasterize(
             group = ("shape", index) if shape.group_id is None else ("group", shape.group_id)
             key = (shape.label, group)
             instance_id = numbering.setdefault(key, len(numbering) + 1)
-        if shape.shape_type == "mask":
-            _paste_mask(classes, shape, class_id)
-        else:
-            draw_shape(draw_classes, shape, class_id)
-        if not with_instances:
-            continue
-        if shape.shape_type == "mask":
-            _paste_mask(instances, shape, instance_id)
-        else:
-            draw_shape(draw_instances, shape, instance_id)
-    if not with_instances:
-        return np.asarray(classes), None
-    return np.asarray(classes), np.asarray(instances).astype(np.uint16)
+        for canvas, pen, value in zip(canvases, pens, (class_id, instance_id)):
+            if shape.shape_type == "mask":
+                _paste_mask(canvas, shape, value)
+            else:
+                draw_shape(pen, shape, value)
+    classes = np.asarray(canvases[0])
+    return classes, np.asarray(canvases[1]).astype(np.uint16) if with_instances else None
 
 
 def draw_shape(draw: PIL.ImageDraw.ImageDraw, shape: Shape, value: int) -> None:

@@ -112,6 +112,18 @@ def test_images_are_upright_and_lossless_and_copied_only_when_unchanged(kind, tm
         assert PIL.Image.open(written).mode == "RGB"
 
 
+def test_a_jpeg_source_becomes_a_png_of_its_decoded_pixels(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_file(src, "a", [box("cat", 0, 0, 3, 3)], image_name="a.jpg")
+    summary = labelme_to_masks(src, tmp_path / "out", workers=1)
+    assert summary.converted == 1 and not summary.errors
+    written = PIL.Image.open(tmp_path / "out" / "images" / "a.png")
+    assert written.format == "PNG" and written.mode == "RGB"
+    expected = np.asarray(PIL.Image.open(src / "a.jpg").convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(written), expected)
+
+
 def test_a_truncated_png_is_an_error_not_a_copy(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
