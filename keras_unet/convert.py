@@ -108,11 +108,12 @@ def find_json_files(
     )
 
 
-def _labels_of_file(path: Path) -> tuple[set[str], str | None]:
+def _labels_of_file(path: Path) -> set[str]:
+    """The labels of one file; none for a bad file (its conversion reports it)."""
     try:
-        return scan_labels(path), None
-    except LabelMeError as err:
-        return set(), err.reason
+        return scan_labels(path)
+    except LabelMeError:
+        return set()
 
 
 def labelme_to_masks(
@@ -177,30 +178,20 @@ def _runner(workers: int):
 
 def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instances,
                  overlays, force, strict, progress) -> ConversionSummary:
-    """Both passes of `labelme_to_masks`: label scan, then conversion."""
-    found = {paths[i]: r for i, r in run(_labels_of_file, [(p,) for p in paths])}
-    bad = {p: reason for p, (_, reason) in found.items() if reason}
+    """The conversion behind `labelme_to_masks`, on `run` (see `_runner`).
+
+    Without a label map the files are scanned for labels first; with one,
+    every file is read once, and a file with a label missing from the map
+    is an error.
+    """
     if isinstance(labels, (str, os.PathLike)):
         names = read_labels(labels)
     elif labels is not None:
         names = make_label_list(labels, source="labels")
     else:
-        names = make_label_list(sorted(set().union(*(s for s, _ in found.values()))))
+        found = [labels for _, labels in run(_labels_of_file, [(p,) for p in paths])]
+        names = make_label_list(sorted(set().union(*found)))
     ids = label_ids(names)
-    unknown: dict[str, list[str]] = {}
-    for path, (used, _) in found.items():
-        for label in sorted(used - ids.keys()):
-            unknown.setdefault(label, []).append(str(path))
-            bad.setdefault(path, f"unknown label {label!r} (not in the label map)")
-    if unknown:
-        log.error(
-            "labels missing from the label map: %s",
-            "; ".join(f"{k!r} in {', '.join(v)}" for k, v in unknown.items()),
-        )
-    if strict and bad:
-        path = min(bad)
-        raise LabelMeError(path, bad[path])
-
     labels_path = output_dir / LABELS_FILE
     text = labels_text(names)
     if labels_path.is_file() and labels_path.read_text(encoding="utf-8") != text:
@@ -209,22 +200,23 @@ def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instance
     files.write_text(labels_path, text)
     summary.labels = names
 
-    todo = [p for p in paths if p not in bad]
-    summary.errors = [(str(p), r) for p, r in sorted(bad.items())]
     jobs = [
         (p, output_dir, _stem(p, input_dir), ids, names, instances, overlays, force)
-        for p in todo
+        for p in paths
     ]
     bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file", disable=not progress)
     results = run(_convert_one, jobs, bar=bar)
+    unknown: dict[str, list[str]] = {}
     for index, result in results:
-        path = todo[index]
-        if isinstance(result, str):
+        path = paths[index]
+        if isinstance(result, _Failure):
             if strict:
                 results.close()
                 bar.close()
-                raise LabelMeError(path, result)
-            summary.errors.append((str(path), result))
+                raise LabelMeError(path, result.reason)
+            summary.errors.append((str(path), result.reason))
+            for label in result.unknown_labels:
+                unknown.setdefault(label, []).append(str(path))
         elif result is None:
             summary.skipped += 1
         else:
@@ -235,8 +227,21 @@ def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instance
                 {("__ignore__" if i == IGNORE_ID else names[i]): n for i, n in pixels.items()}
             )
     bar.close()
+    if unknown:
+        log.error(
+            "labels missing from the label map: %s",
+            "; ".join(f"{k!r} in {', '.join(sorted(v))}" for k, v in sorted(unknown.items())),
+        )
     summary.errors.sort()
     return summary
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why one file was not converted (and the labels it has that the map lacks)."""
+
+    reason: str
+    unknown_labels: tuple[str, ...] = ()
 
 
 def _stem(path: Path, root: Path) -> str:
@@ -263,20 +268,26 @@ def _up_to_date(path: Path, annotation, outputs: dict[str, Path]) -> bool:
 
 
 def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force):
-    """Converts one file. Returns `None` if skipped, a reason on error, else stats."""
+    """Converts one file. Returns `None` if skipped, a `_Failure`, or stats."""
     try:
         annotation = read_annotation(path)
+        unknown = sorted({shape.label for shape in annotation.shapes} - ids.keys())
+        if unknown:
+            listed = ", ".join(map(repr, unknown))
+            plural = "s" if len(unknown) > 1 else ""
+            return _Failure(f"unknown label{plural} {listed} (not in the label map)",
+                            tuple(unknown))
         outputs = _outputs(output_dir, stem, instances, overlays)
         if not force and _up_to_date(path, annotation, outputs):
             return None
-        as_is = image_file_as_is(annotation)
-        image = load_image(annotation) if as_is is None or overlays else None
-        size = as_is[1] if as_is else image.shape[:2]
+        data, size = image_file_as_is(annotation) or (None, None)
+        image = load_image(annotation, data) if data is None or overlays else None
+        size = size or image.shape[:2]
         classes, instance_ids = rasterize(annotation.shapes, *size, ids, instances)
     except LabelMeError as err:
-        return err.reason
-    if as_is:
-        files.write_bytes(outputs["image"], as_is[0])
+        return _Failure(err.reason)
+    if data is not None:
+        files.write_bytes(outputs["image"], data)
     else:
         files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
     files.save_mask(outputs["mask"], classes)
@@ -284,9 +295,16 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
         files.save_instances(outputs["instances"], instance_ids)
     if overlays:
         files.save_image(outputs["overlay"], overlay(image, classes, names), quality=90)
-    counts = np.bincount(classes.ravel(), minlength=256)
-    pixels = {int(i): int(n) for i, n in enumerate(counts) if n}
-    return Counter(s.shape_type for s in annotation.shapes), pixels
+    drawn = {0, *(ids[shape.label] for shape in annotation.shapes)}
+    return Counter(s.shape_type for s in annotation.shapes), _pixels_per_class(classes, drawn)
+
+
+def _pixels_per_class(classes: np.ndarray, class_ids: set[int]) -> dict[int, int]:
+    """Pixel counts of the classes present among `class_ids` (which must
+    include every value of `classes`); a pass per class, faster than a
+    histogram for the few classes one file has."""
+    counts = {k: int(np.count_nonzero(classes == k)) for k in sorted(class_ids)}
+    return {k: n for k, n in counts.items() if n}
 
 
 _MAX_CHUNK = 16  # files per message to a worker process, at most

@@ -235,7 +235,7 @@ def resolve_image_path(annotation: Annotation) -> Path:
     )
 
 
-def load_image(annotation: Annotation) -> np.ndarray:
+def load_image(annotation: Annotation, data: bytes | None = None) -> np.ndarray:
     """Decodes the annotated image as upright RGB.
 
     `imageData` wins over `imagePath`. An image file gets its EXIF
@@ -246,6 +246,8 @@ def load_image(annotation: Annotation) -> np.ndarray:
 
     Args:
         annotation: The parsed file.
+        data: The bytes of its image file, when already read (as
+            `image_file_as_is` returns them); the file is not read again.
 
     Returns:
         `(H, W, 3)` uint8 array.
@@ -261,8 +263,9 @@ def load_image(annotation: Annotation) -> np.ndarray:
             raise LabelMeError(annotation.path, "imageData is not valid base64") from None
         where, upright = "imageData", False
     else:
-        source = resolve_image_path(annotation)
-        where, upright = str(source), True
+        path = resolve_image_path(annotation)
+        source = path if data is None else io.BytesIO(data)
+        where, upright = str(path), True
     try:
         with PIL.Image.open(source) as image:
             if upright:
@@ -336,7 +339,7 @@ def to_rgb(image: PIL.Image.Image) -> np.ndarray:
         top = 65535.0 if array.max() > 255 else 255.0
         grey = np.clip(array * (255.0 / top), 0, 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def rasterize(

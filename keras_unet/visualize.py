@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
@@ -12,17 +14,19 @@ from keras_unet.labels import IGNORE_ID, class_color
 IGNORE_COLOR = (128, 128, 128)
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """Class-id mask to an RGB picture (`labels.class_color`, ignore grey).
+@functools.cache
+def _colors() -> tuple[int, ...]:
+    """Palette of display colours: `labels.class_color` per id, ignore grey."""
+    return tuple(c for i in range(255) for c in class_color(i)) + IGNORE_COLOR
 
-    Args:
-        mask: `(H, W)` integer class ids.
 
-    Returns:
-        `(H, W, 3)` uint8 array.
-    """
-    lut = np.array([class_color(i) for i in range(255)] + [IGNORE_COLOR], np.uint8)
-    return lut[np.asarray(mask, dtype=np.uint8)]
+@functools.cache
+def _font() -> PIL.ImageFont.ImageFont | PIL.ImageFont.FreeTypeFont:
+    """Pillow's built-in font, loaded once."""
+    return PIL.ImageFont.load_default()
+
+
+_LABELLED = [0] + [255] * 255  # point() table: class id -> paste mask
 
 
 def overlay(
@@ -45,21 +49,20 @@ def overlay(
     Returns:
         An RGB PIL image of size `(W, H + legend height)`.
     """
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    mask = np.asarray(mask)
-    colored = colorize(mask).astype(np.float32)
-    blend = image.astype(np.float32)
-    labelled = (mask != 0)[..., None]
-    blend = np.where(labelled, (1 - alpha) * blend + alpha * colored, blend)
-    picture = PIL.Image.fromarray(blend.round().astype(np.uint8), "RGB")
-    return _with_legend(picture, [int(c) for c in np.unique(mask) if c != 0], names)
+    picture = PIL.Image.fromarray(np.asarray(image)).convert("RGB")
+    mask = np.asarray(mask, dtype=np.uint8)
+    classes = PIL.Image.fromarray(mask)
+    colored = PIL.Image.fromarray(mask)
+    colored.putpalette(_colors())  # a "P" image: class ids through the colours
+    colored = colored.convert("RGB")
+    picture.paste(PIL.Image.blend(picture, colored, alpha), mask=classes.point(_LABELLED))
+    present = [i for i, count in enumerate(classes.histogram()) if count and i != 0]
+    return _with_legend(picture, present, names)
 
 
 def _with_legend(picture: PIL.Image.Image, ids: list[int], names) -> PIL.Image.Image:
     """Appends a strip with a colour swatch and name per class id."""
-    font = PIL.ImageFont.load_default()
+    font = _font()
     row, pad = 14, 4
     entries = []
     for class_id in ids:
