@@ -189,7 +189,7 @@ def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instance
     elif labels is not None:
         names = make_label_list(labels, source="labels")
     else:
-        found = [labels for _, labels in run(_labels_of_file, [(p,) for p in paths])]
+        found = [used for _, used in run(_labels_of_file, [(p,) for p in paths])]
         names = make_label_list(sorted(set().union(*found)))
     ids = label_ids(names)
     labels_path = output_dir / LABELS_FILE

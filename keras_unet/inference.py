@@ -13,6 +13,7 @@ count little. At most `batch_size` tiles are in memory at once.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+
+log = logging.getLogger(__name__)
 
 
 class InferenceError(ValueError):
@@ -93,11 +96,41 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
     raise InferenceError(f"{path}: expected a .keras or .tflite model")
 
 
-def _tflite_predictor(path: Path, num_threads: int | None) -> Predictor:
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(path: Path, num_threads: int):
+    """A LiteRT interpreter with its tensors allocated.
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
-    interpreter.allocate_tensors()
+    XNNPACK (LiteRT's default CPU delegate) refuses some valid models, e.g.
+    int8 ones with quantization scales outside the ranges it supports; they
+    then run on LiteRT's built-in kernels instead, with a warning.
+
+    Raises:
+        InferenceError: If the file is not a LiteRT model or LiteRT cannot
+            run it.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    def allocated(**options):
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads, **options)
+        except ValueError as err:
+            raise InferenceError(f"{path}: not a LiteRT model ({err})") from None
+        interpreter.allocate_tensors()
+        return interpreter
+
+    try:
+        return allocated()
+    except RuntimeError as err:
+        log.warning("%s: XNNPACK cannot run this model (%s); using LiteRT's built-in "
+                    "kernels, which are slower", path, str(err).strip()[:300])
+    try:
+        return allocated(
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except RuntimeError as err:
+        raise InferenceError(f"{path}: LiteRT cannot run this model ({err})") from None
+
+
+def _tflite_predictor(path: Path, num_threads: int | None) -> Predictor:
+    interpreter = _interpreter(path, num_threads or os.cpu_count())
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
     _, height, width, channels = inp["shape_signature"]

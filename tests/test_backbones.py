@@ -111,9 +111,16 @@ def test_backbone_options_are_validated():
         build_unet((48, 64, 3), backbone="mobilenet_v2")
 
 
-# ResNet50 after these 20 steps: int8 agrees with Keras on 88.0 % of pixels
-# (mask IoU 0.71), so export_run refuses to write it; open in issue #6.
-INT8_FAILS = pytest.mark.xfail(raises=ExportVerificationError, reason="int8 agreement 88 %")
+# ResNet50 from random weights (nothing can be downloaded here) fails int8:
+# after these 20 steps its BatchNorm moving statistics are still near their
+# initial values, so on its caffe-style 0-255 inputs the residual outputs used
+# as skips reach ~5e4 (calibrated range of conv4_block6_out), and the decoder
+# concatenation, which shares one int8 scale, crushes the decoder features.
+# int8 agrees with Keras on 88.0 % of pixels (mask IoU 0.71) and export_run
+# refuses it, as it should. ImageNet weights keep activations in range; not
+# testable offline (issue #6).
+INT8_FAILS = pytest.mark.xfail(raises=ExportVerificationError,
+                               reason="random-weight ResNet50 skips exceed int8 range")
 TRAINED = [pytest.param(b, marks=INT8_FAILS) if b == "resnet50" else b for b in BACKBONES]
 
 

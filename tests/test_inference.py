@@ -7,8 +7,10 @@ import pytest
 from keras_unet import build_unet
 from keras_unet.cli import main
 from keras_unet.inference import (
+    InferenceError,
     Predictor,
     gaussian_weights,
+    load_predictor,
     predict_image,
     predict_tiled,
     read_image,
@@ -101,3 +103,45 @@ def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, 
     assert mask.mode == "P" and mask.size == (50, 40)
     assert np.load(tmp_path / "out/probabilities/b.npy").shape == (40, 50, 3)
     assert (tmp_path / "out/overlays/a.png").is_file()
+
+
+@pytest.fixture
+def tflite_model(small_fcn, tmp_path):
+    """A float32 `.tflite` of `small_fcn` at 32x32, converted here."""
+    from keras_unet.export import convert, fixed_size_model
+
+    path = tmp_path / "m.tflite"
+    path.write_bytes(convert(fixed_size_model(small_fcn, (32, 32)), "float32"))
+    return path
+
+
+def test_a_model_xnnpack_refuses_runs_on_the_builtin_kernels(tflite_model, monkeypatch, caplog):
+    """XNNPACK fails to prepare some valid int8 models ("failed to create
+    XNNPACK runtime"): simulated here, the predictor must still run."""
+    from ai_edge_litert import interpreter as litert
+
+    image = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    expected = load_predictor(tflite_model)(image)
+
+    class NoXnnpack(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            self.delegated = kwargs.get("experimental_op_resolver_type") in (
+                None, litert.OpResolverType.AUTO)
+            super().__init__(*args, **kwargs)
+
+        def allocate_tensors(self):
+            if self.delegated:
+                raise RuntimeError("failed to create XNNPACK runtime")
+            return super().allocate_tensors()
+
+    monkeypatch.setattr(litert, "Interpreter", NoXnnpack)
+    predictor = load_predictor(tflite_model)
+    np.testing.assert_allclose(predictor(image), expected, atol=1e-5)
+    assert "XNNPACK cannot run this model" in caplog.text
+
+
+def test_a_file_that_is_not_a_litert_model_is_named_in_the_error(tmp_path):
+    path = tmp_path / "notes.tflite"
+    path.write_text("not a model")
+    with pytest.raises(InferenceError, match="notes.tflite: not a LiteRT model"):
+        load_predictor(path)
