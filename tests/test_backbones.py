@@ -8,6 +8,7 @@ import pytest
 
 from keras_unet import DiceCELoss, build_unet
 from keras_unet.backbones import BACKBONES, BackboneWeightsError, STRIDES, feature_layers
+from keras_unet.export import ExportVerificationError
 
 SIZE = 64
 # One light backbone trains in the default suite (tracing the gradient of a
@@ -111,16 +112,8 @@ def test_backbone_options_are_validated():
 
 
 def settle_batch_norm(model: keras.Model, images: np.ndarray) -> None:
-    """Sets every BatchNormalization's moving statistics to those of `images`.
-
-    What a full training converges to. After the 20 steps of the test below
-    the moving statistics (momentum 0.99) are still close to their initial
-    values (mean 0, variance 1), which do not normalize: on ResNet50's
-    caffe-style 0-255 inputs its residual outputs, used as skips, then reach
-    ~5e4 in inference, and the decoder concatenation (one int8 scale for all
-    its inputs) crushes the decoder features. That model's int8 export agrees
-    with Keras on 88 % of pixels and is rightly refused.
-    """
+    """Sets every BatchNormalization's moving statistics to those of `images`
+    (one training-mode pass with momentum 0), as a long training would."""
     def norms(layer):
         for inner in getattr(layer, "layers", []):
             yield from norms(inner)
@@ -130,35 +123,66 @@ def settle_batch_norm(model: keras.Model, images: np.ndarray) -> None:
     layers = list(norms(model))
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
-        layer.momentum = 0.0  # one training-mode pass sets the statistics
+        layer.momentum = 0.0
     model(images, training=True)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backbone", list(BACKBONES))
-def test_trained_backbone_exports_to_verified_float32_and_int8(backbone, nuclei_dataset,
-                                                                tmp_path):
-    """Trained briefly from random weights (nothing can be downloaded here),
-    with BatchNorm statistics settled as a longer training would leave them,
-    the float32 and int8 exports pass the export verification."""
-    from keras_unet.export import DEFAULT_AGREEMENT, export_run, image_windows
-    from keras_unet.train import TrainConfig, load_training_data, train
+def train_briefly(backbone: str, data, work_dir):
+    """20 steps from random weights (nothing can be downloaded here)."""
+    from keras_unet.train import TrainConfig, train
 
     config = TrainConfig(
-        data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), crop_size=64,
+        data=str(data), work_dir=str(work_dir), crop_size=64,
         batch_size=8, epochs=2, steps_per_epoch=10, lr=3e-3, tensorboard=False, verbose=0,
         model={"backbone": backbone, "filters": 8}, early_stopping=0, deterministic=True,
     )
     train(config)
+    return config
+
+
+def export_verified(run, out):
+    """float32 and int8 through `export_run`, which raises on a failed verification."""
+    from keras_unet.export import DEFAULT_AGREEMENT, export_run
+
+    reports = export_run(run, out, precisions=("float32", "int8"), input_size=(128, 128),
+                         verification_samples=8, latency_runs=0)
+    for report in reports:
+        assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT[report.precision]
+
+
+# After 20 steps ResNet50's BatchNorm moving statistics (momentum 0.99) are
+# still near their initial values (mean 0, variance 1), which do not
+# normalize: on its caffe-style 0-255 inputs the residual outputs used as
+# skips reach ~5e4 in inference (calibrated range of conv4_block6_out), and
+# the decoder concatenation, one int8 scale for all its inputs, crushes the
+# decoder features. int8 agrees with Keras on 88 % of pixels and export_run
+# refuses it. The test below shows that settled statistics fix it (#6).
+UNSETTLED_FAILS = pytest.mark.xfail(
+    raises=ExportVerificationError, strict=True,
+    reason="ResNet50 with unsettled BatchNorm statistics exceeds the int8 range")
+TRAINED = [pytest.param(b, marks=UNSETTLED_FAILS) if b == "resnet50" else b for b in BACKBONES]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", TRAINED)
+def test_trained_backbone_exports_to_verified_float32_and_int8(backbone, nuclei_dataset,
+                                                                tmp_path):
+    train_briefly(backbone, nuclei_dataset, tmp_path / "run")
+    export_verified(tmp_path / "run", tmp_path / "export")
+
+
+@pytest.mark.slow
+def test_resnet50_with_settled_batch_norm_exports_to_verified_int8(nuclei_dataset, tmp_path):
+    from keras_unet.export import image_windows
+    from keras_unet.train import load_training_data
+
+    config = train_briefly("resnet50", nuclei_dataset, tmp_path / "run")
     best = tmp_path / "run" / "checkpoints" / "best.keras"
     model = keras.models.load_model(best, compile=False)
     train_set, _, _ = load_training_data(config)  # statistics of training images only
     settle_batch_norm(model, image_windows(train_set.images, (128, 128), 3, limit=32,
                                            random_crops=True, seed=3))
     model.save(best)
-    reports = export_run(tmp_path / "run", tmp_path / "export", precisions=("float32", "int8"),
-                         input_size=(128, 128), verification_samples=8, latency_runs=0)
-    for report in reports:  # export_run raises if an export fails its verification
-        assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT[report.precision]
+    export_verified(tmp_path / "run", tmp_path / "export")
