@@ -2,19 +2,10 @@
 
 import importlib
 import json
-import subprocess
-import sys
 
 import pytest
 
 import keras_unet
-
-
-def run_python(code: str) -> str:
-    """Runs `code` in a fresh interpreter; returns its stdout."""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
 
 
 @pytest.mark.parametrize("name", keras_unet.__all__)
@@ -29,7 +20,7 @@ def test_an_unknown_name_is_an_attribute_error():
         keras_unet.build_unnet  # noqa: B018
 
 
-def test_converting_labelme_files_does_not_load_tensorflow(tmp_path):
+def test_converting_labelme_files_does_not_load_tensorflow(tmp_path, run_python):
     folder = tmp_path / "in"
     folder.mkdir()
     shape = {"label": "cat", "points": [[1, 1], [6, 6]], "shape_type": "rectangle"}
@@ -50,7 +41,7 @@ def test_converting_labelme_files_does_not_load_tensorflow(tmp_path):
     assert (tmp_path / "out" / "masks" / "a.png").is_file()
 
 
-def test_import_keras_unet_after_keras_registers_the_losses_and_metrics():
+def test_import_keras_unet_after_keras_registers_the_losses_and_metrics(run_python):
     registered = run_python(
         "import keras, keras_unet\n"
         "print(keras.saving.get_registered_object('keras_unet>DiceCELoss') is not None,"
