@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save, table  # noqa: E402
 
-from keras_unet.dataset import read_mask  # noqa: E402
+from keras_unet.pairs import read_mask  # noqa: E402
 from keras_unet.evaluate import confusion, per_class_scores, predicted_classes  # noqa: E402
 from keras_unet.export import export_run  # noqa: E402
 from keras_unet.inference import load_predictor, predict_image, read_image  # noqa: E402

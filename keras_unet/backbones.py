@@ -24,6 +24,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_unet.errors import KerasUnetError
+
 # name -> (keras.applications constructor, input convention, extra kwargs)
 BACKBONES = {
     "mobilenet_v2": ("MobileNetV2", "tf", {}),
@@ -41,7 +43,7 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 DOWNLOAD_TIMEOUT_S = 15
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(KerasUnetError, RuntimeError):
     """Backbone weights that were asked for but cannot be had."""
 
 

@@ -15,6 +15,35 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="keras_unet")
+class PerImageStandardization(layers.Layer):
+    """Standardizes each image: `(x - mean) / max(std, min_std)` per image.
+
+    Mean and standard deviation are taken over height, width and channels
+    together (so colour stays colour), as `tf.image.per_image_standardization`
+    does, with `keras.ops` (any backend) and built-in TFLite ops. It makes a
+    model indifferent to an image's overall brightness and contrast (stains,
+    exposure, 12-bit images stored in 16 bits).
+
+    Args:
+        min_std: Floor of the standard deviation (flat images stay finite).
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(self, min_std: float = 1e-2, **kwargs):
+        super().__init__(**kwargs)
+        self.min_std = min_std
+
+    def call(self, x):
+        mean = keras.ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.sqrt(keras.ops.mean(keras.ops.square(x - mean), axis=(1, 2, 3),
+                                             keepdims=True))
+        return (x - mean) / keras.ops.maximum(std, self.min_std)
+
+    def get_config(self):
+        return {**super().get_config(), "min_std": self.min_std}
+
+
 def _normalization(x, normalization: str | None, name: str):
     """Applies the chosen normalization layer (or nothing).
 

@@ -20,12 +20,13 @@ LabelMe.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
 import logging
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,6 +41,7 @@ from keras_unet import files
 from keras_unet.labelme import (
     LabelMeError,
     image_file_as_is,
+    labelme_document,
     load_image,
     rasterize,
     read_annotation,
@@ -54,6 +56,7 @@ from keras_unet.labels import (
     make_label_list,
     read_labels,
 )
+from keras_unet.readers import ReadError, read_instances, read_mask
 from keras_unet.visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -146,13 +149,20 @@ def labelme_to_masks(
         A `ConversionSummary`; `summary.errors` lists the bad files.
 
     Raises:
-        FileNotFoundError: If `input_dir` does not exist.
-        LabelMeError: With `strict=True`, for the first bad file.
-        keras_unet.labels.LabelMapError: If the label map is invalid.
+        LabelMeError: If `input_dir` or the labels file does not exist, or
+            with `strict=True`, for the first bad file.
+        OSError: If `output_dir` cannot be created or written (the message
+            names it).
+        keras_unet.labels.LabelMapError: If the label map is invalid (e.g.
+            more than 254 classes).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
-        raise FileNotFoundError(f"input folder not found: {input_dir}")
+        raise LabelMeError(input_dir, "input folder not found" if not input_dir.exists()
+                           else "not a folder (give the folder that holds the .json files)")
+    if isinstance(labels, (str, os.PathLike)) and not Path(labels).is_file():
+        raise LabelMeError(labels, "labels file not found")
+    files.check_writable_folder(output_dir)
     paths = find_json_files(input_dir, exclude=output_dir)
     summary = ConversionSummary(files=len(paths))
     workers = workers or os.cpu_count() or 1
@@ -172,8 +182,24 @@ def _runner(workers: int):
     if workers <= 1:
         yield functools.partial(_run, pool=None, workers=1)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_follow_parent,
+                             initargs=(os.getpid(),)) as pool:
         yield functools.partial(_run, pool=pool, workers=workers)
+
+
+def _follow_parent(parent: int) -> None:
+    """Runs in each worker: exits as soon as the parent process is gone.
+
+    A killed parent (`kill -9`) cannot tell its workers to stop, and they
+    would wait forever for work; a daemon thread watches for the parent's
+    end (the worker then belongs to another process) and ends the worker.
+    """
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="follow-parent").start()
 
 
 def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instances,
@@ -286,15 +312,18 @@ def _convert_one(path, output_dir, stem, ids, names, instances, overlays, force)
         classes, instance_ids = rasterize(annotation.shapes, *size, ids, instances)
     except LabelMeError as err:
         return _Failure(err.reason)
-    if data is not None:
-        files.write_bytes(outputs["image"], data)
-    else:
-        files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
-    files.save_mask(outputs["mask"], classes)
-    if instances:
-        files.save_instances(outputs["instances"], instance_ids)
-    if overlays:
-        files.save_image(outputs["overlay"], overlay(image, classes, names), quality=90)
+    try:
+        if data is not None:
+            files.write_bytes(outputs["image"], data)
+        else:
+            files.save_image(outputs["image"], PIL.Image.fromarray(image), compress_level=1)
+        files.save_mask(outputs["mask"], classes)
+        if instances:
+            files.save_instances(outputs["instances"], instance_ids)
+        if overlays:
+            files.save_image(outputs["overlay"], overlay(image, classes, names), quality=90)
+    except OSError as err:
+        return _Failure(f"cannot write {err.filename or output_dir}: {err.strerror or err}")
     drawn = {0, *(ids[shape.label] for shape in annotation.shapes)}
     return Counter(s.shape_type for s in annotation.shapes), _pixels_per_class(classes, drawn)
 
@@ -352,6 +381,7 @@ def mask_to_shapes(
     names: list[str],
     instances: np.ndarray | None = None,
     epsilon: float = 0.0,
+    confidence: np.ndarray | None = None,
 ) -> list[dict]:
     """Class (and instance) masks to LabelMe polygon shapes.
 
@@ -367,6 +397,9 @@ def mask_to_shapes(
         instances: Optional `(H, W)` instance ids; each instance's regions
             become polygons sharing its id as `group_id`.
         epsilon: Douglas-Peucker tolerance in pixels (0 keeps every corner).
+        confidence: Optional `(H, W)` per-pixel probabilities; each shape's
+            `description` then gives their mean over its region
+            (`"p=0.934"`).
 
     Returns:
         LabelMe shape dicts.
@@ -408,18 +441,20 @@ def mask_to_shapes(
             points = [[float(x), float(y)] for x, y in contour[:, 0]]
             points += [points[-1]] * (3 - len(points))  # 1-2 pixel regions
             label = IGNORE_LABEL if class_id == IGNORE_ID else names[class_id]
-            polygons.append((int(component.sum()), label, group_id, points))
+            description = "" if confidence is None else (
+                f"p={float(confidence[component].mean()):.3f}")
+            polygons.append((int(component.sum()), label, group_id, points, description))
     polygons.sort(key=lambda p: -p[0])
     return [
         {
             "label": label,
             "points": points,
             "group_id": group_id,
-            "description": "",
+            "description": description,
             "shape_type": "polygon",
             "flags": {},
         }
-        for _, label, group_id, points in polygons
+        for _, label, group_id, points, description in polygons
     ]
 
 
@@ -471,27 +506,20 @@ def masks_to_labelme(
         if image_path is None:
             summary.errors.append((str(mask_path), "no image with this name"))
             continue
-        classes = np.asarray(PIL.Image.open(mask_path))
-        if classes.ndim == 3:
-            classes = classes[..., 0]
-        if foreground_value is not None:
-            classes = (classes == foreground_value).astype(np.uint8)
-        instance_ids = None
-        if instances_dir is not None:
-            instance_ids = np.asarray(PIL.Image.open(Path(instances_dir) / mask_path.name))
+        try:
+            classes = read_mask(mask_path, foreground_value)
+            instance_ids = None
+            if instances_dir is not None:
+                instance_ids = read_instances(Path(instances_dir) / mask_path.name)
+        except ReadError as err:
+            summary.errors.append((str(mask_path), str(err).split(": ", 1)[-1]))
+            continue
         shapes = mask_to_shapes(classes, names, instance_ids, epsilon)
         image_bytes = image_path.read_bytes()
         target = output_dir / image_path.name
         files.atomic_write(target, lambda tmp: tmp.write_bytes(image_bytes))
-        document = {
-            "version": "5.5.0",
-            "flags": {},
-            "shapes": shapes,
-            "imagePath": image_path.name,
-            "imageData": base64.b64encode(image_bytes).decode() if embed_images else None,
-            "imageHeight": int(classes.shape[0]),
-            "imageWidth": int(classes.shape[1]),
-        }
+        document = labelme_document(shapes, image_path.name, *classes.shape,
+                                    image_data=image_bytes if embed_images else None)
         files.write_text(output_dir / f"{mask_path.stem}.json", json.dumps(document, indent=1))
         summary.converted += 1
         summary.shapes.update(s["shape_type"] for s in shapes)

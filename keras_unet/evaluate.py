@@ -1,143 +1,173 @@
-"""Evaluation: confusion matrices and per-class scores of masks.
+"""Evaluation: a model's scores on a dataset, and a report people can read.
 
-The NumPy functions here score predicted class-id masks against ground
-truth; `confusion_from_model` runs a model over a `tf.data` dataset.
+`evaluate_prediction` scores one predicted image (pixels per class, and
+objects when the truth has instance masks); the training run's validation
+and `evaluate_dataset` both use it, so the numbers in `log.csv`,
+`summary.json` and an evaluation report are computed the same way.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+from tqdm.auto import tqdm
 
+from keras_unet import files
+from keras_unet.inference import Predictor, predict_image
+from keras_unet.instances import label_instances, semantic_classes
 from keras_unet.labels import IGNORE_ID
+from keras_unet.pairs import Dataset, DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
+from keras_unet.visualize import overlay
 
 
-def confusion(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusion matrix of class-id masks (rows truth, columns prediction).
+@dataclass
+class ImageEvaluation:
+    """Scores of one predicted image.
 
-    Pixels whose truth is 255 (ignore) are skipped.
+    Attributes:
+        confusion: `(n, n)` pixel confusion matrix.
+        classes: `(H, W)` predicted class ids.
+        objects: Object scores, or `None` without true instances.
+        object_ids: `(H, W)` predicted object ids, or `None`.
+    """
+
+    confusion: np.ndarray
+    classes: np.ndarray
+    objects: ObjectScores | None = None
+    object_ids: np.ndarray | None = None
+
+
+def evaluate_prediction(
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int,
+    *,
+    target: str = "semantic",
+    true_instances: np.ndarray | None = None,
+) -> ImageEvaluation:
+    """Scores the model outputs of one image against its truth.
 
     Args:
-        truth: Integer class ids, any shape.
-        predicted: Integer class ids, same shape.
-        num_classes: Number of classes `n`.
+        probabilities: `(H, W, K)` model outputs.
+        truth: `(H, W)` true class ids (255 = ignore).
+        num_classes: Classes of the label map.
+        target: `"semantic"` or `"instances"` (what the model predicts).
+        true_instances: `(H, W)` true object ids, to score objects too.
 
     Returns:
-        int64 `(n, n)` pixel counts.
+        The `ImageEvaluation`.
     """
-    truth = np.asarray(truth).ravel().astype(np.int64)
-    predicted = np.asarray(predicted).ravel().astype(np.int64)
-    keep = truth != IGNORE_ID
-    index = truth[keep] * num_classes + predicted[keep]
-    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    classes = semantic_classes(probabilities, target)
+    result = ImageEvaluation(confusion(truth, classes, num_classes), classes)
+    if true_instances is not None:
+        ids, _ = label_instances(probabilities, target)
+        result.objects = object_scores(true_instances, ids, ignore=truth == IGNORE_ID)
+        result.object_ids = ids
+    return result
 
 
-def per_class_scores(matrix: np.ndarray, names: list[str]) -> dict:
-    """IoU, Dice, precision and recall per class, and pixel accuracy.
+def summarize(matrix: np.ndarray, names: list[str], objects: ObjectScores | None) -> dict:
+    """Pooled scores: `per_class_scores` plus `"objects"` (or `None`)."""
+    result = per_class_scores(matrix, names)
+    result["confusion_matrix"] = np.asarray(matrix).tolist()
+    result["objects"] = objects.as_dict() if objects is not None else None
+    return result
+
+
+def evaluation_pairs(
+    model_path: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    images_dir: str | os.PathLike | None = None,
+    masks_dir: str | os.PathLike | None = None,
+    labels=None,
+    foreground_value: int | None = None,
+    split: str | None = None,
+) -> tuple[Dataset, str]:
+    """The pairs to evaluate a model on, and which split they are.
+
+    A model from a run folder (`run/checkpoints/best.keras`) knows its
+    dataset and its train/validation split: without `data`, the run's
+    dataset is used, and on the run's dataset the default split is the
+    held-out validation pairs (scoring the training images would flatter
+    the model). Any other dataset is scored whole.
 
     Args:
-        matrix: `(n, n)` confusion matrix.
-        names: Class names by id.
+        model_path: The model file.
+        data: Dataset folder (default: the run's).
+        images_dir: Images of a plain folder pair (with `masks_dir`).
+        masks_dir: Masks of a plain folder pair.
+        labels: `labels.txt` path or class names (default: the dataset's).
+        foreground_value: Binary masks: the mask value of the foreground.
+        split: `"val"`, `"train"` or `"all"` (default: see above).
 
     Returns:
-        `{"classes": {name: {"iou", "dice", "precision", "recall", "pixels"}},
-        "pixel_accuracy": float, "mean_iou": float, "mean_dice": float}`;
-        scores of a class absent from truth and prediction are `None` and
-        left out of the means.
+        `(dataset, description)`, e.g. `"validation split of runs/x"`.
+
+    Raises:
+        keras_unet.pairs.DatasetError: If no dataset is given and the model
+            has no run, or a split is asked for a dataset that is not the
+            run's.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    tp = np.diag(matrix)
-    fp = matrix.sum(0) - tp
-    fn = matrix.sum(1) - tp
+    from keras_unet.config import ConfigError, TrainConfig
+    from keras_unet.runs import RunFolder
 
-    def ratio(num, den):
-        return [float(a / b) if b else None for a, b in zip(num, den)]
-
-    iou, dice = ratio(tp, tp + fp + fn), ratio(2 * tp, 2 * tp + fp + fn)
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    classes = {
-        name: {"iou": iou[i], "dice": dice[i], "precision": precision[i],
-               "recall": recall[i], "pixels": int(matrix[i].sum())}
-        for i, name in enumerate(names)
-    }
-    defined = [i for i in range(len(names)) if iou[i] is not None]
-    total = matrix.sum()
-    return {
-        "classes": classes,
-        "pixel_accuracy": float(tp.sum() / total) if total else None,
-        "mean_iou": float(np.mean([iou[i] for i in defined])) if defined else None,
-        "mean_dice": float(np.mean([dice[i] for i in defined])) if defined else None,
-    }
-
-
-def format_scores(scores: dict) -> str:
-    """A fixed-width table of `per_class_scores` output."""
-    def cell(value):
-        return "   -  " if value is None else f"{value:6.3f}"
-
-    lines = [f"{'class':<24}{'IoU':>7}{'Dice':>7}{'prec':>7}{'recall':>7}{'pixels':>11}"]
-    for name, s in scores["classes"].items():
-        lines.append(
-            f"{name[:23]:<24}{cell(s['iou']):>7}{cell(s['dice']):>7}"
-            f"{cell(s['precision']):>7}{cell(s['recall']):>7}{s['pixels']:>11}"
-        )
-    lines.append(
-        f"pixel accuracy {cell(scores['pixel_accuracy'])}   mean IoU "
-        f"{cell(scores['mean_iou'])}   mean Dice {cell(scores['mean_dice'])}"
-    )
-    return "\n".join(lines)
+    model_path = Path(model_path)
+    run_folder = next((f for f in (model_path.parent, model_path.parent.parent)
+                       if RunFolder(f).config.is_file()), None)
+    config = None
+    if run_folder is not None:
+        try:
+            config = TrainConfig.from_file(RunFolder(run_folder).config)
+        except ConfigError:
+            config = None
+    if data is None and images_dir is None and masks_dir is None:
+        if config is None:
+            raise DatasetError(f"{model_path} is not in a run folder: give --data, or "
+                               "--images and --masks")
+        data, images_dir, masks_dir = config.data, config.images_dir, config.masks_dir
+        labels = labels if labels is not None else config.labels
+        foreground_value = config.foreground_value
+    dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, labels=labels,
+                           foreground_value=foreground_value)
+    same = config is not None and _same_pairs(dataset, config)
+    split = split or ("val" if same else "all")
+    if split == "all":
+        return dataset, f"all {len(dataset.images)} pairs"
+    if not same:
+        raise DatasetError(f"--split {split}: the dataset is not the one {model_path} was "
+                           "trained on, so it has no train/validation split; use --split all")
+    train, val = split_dataset(dataset, config.val_fraction, config.seed,
+                               config.validation_names())
+    chosen = val if split == "val" else train
+    kind = "validation" if split == "val" else "training"
+    return chosen, f"{kind} split of {run_folder}"
 
 
-def predicted_classes(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Class ids from model outputs `(..., C)`: threshold if C == 1, else argmax."""
-    probabilities = np.asarray(probabilities)
-    if probabilities.shape[-1] == 1:
-        return (probabilities[..., 0] > threshold).astype(np.uint8)
-    return probabilities.argmax(-1).astype(np.uint8)
-
-
-def confusion_from_model(model, dataset, num_classes: int) -> np.ndarray:
-    """Confusion matrix of a model over a dataset of `(images, masks, ...)`.
-
-    Args:
-        model: A Keras model (or any callable returning probabilities).
-        dataset: Iterable of batches whose first two items are images and
-            `(B, H, W, 1)` masks.
-        num_classes: Number of classes.
-
-    Returns:
-        `(n, n)` confusion matrix.
-    """
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    for batch in dataset:
-        images, masks = batch[0], batch[1]
-        predicted = predicted_classes(np.asarray(model.predict_on_batch(images)))
-        matrix += confusion(np.asarray(masks)[..., 0], predicted, num_classes)
-    return matrix
-
-
-def otsu_threshold(image: np.ndarray) -> float:
-    """Otsu's threshold of a greyscale image (maximal between-class variance).
-
-    Args:
-        image: Greyscale values (any shape), e.g. uint8 or floats in [0, 1].
-
-    Returns:
-        The threshold; pixels `> threshold` form the upper class.
-    """
-    values = np.asarray(image, dtype=np.float64).ravel()
-    hist, edges = np.histogram(values, bins=256)
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(hist)
-    weight_high = weight_low[-1] - weight_low
-    mean_low = np.cumsum(hist * centers) / np.maximum(weight_low, 1)
-    mean_high = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(centers[np.argmax(between)])
+def _same_pairs(dataset: Dataset, config) -> bool:
+    """Whether `dataset` lists the pairs of the run's dataset."""
+    try:
+        theirs = load_dataset(config.data, images_dir=config.images_dir,
+                              masks_dir=config.masks_dir, labels=dataset.names,
+                              foreground_value=config.foreground_value)
+    except DatasetError:
+        return False
+    resolve = lambda paths: [str(Path(p).resolve()) for p in paths]  # noqa: E731
+    return resolve(theirs.images) == resolve(dataset.images)
 
 
 def evaluate_dataset(
-    predictor,
-    dataset,
+    predictor: Predictor,
+    dataset: Dataset,
     output_dir,
     *,
     tile: tuple[int, int] | None = None,
@@ -148,13 +178,14 @@ def evaluate_dataset(
     """Scores a model on a dataset folder and writes a report for people.
 
     Writes `scores.json` (per-class IoU/Dice/precision/recall, pixel
-    accuracy, confusion matrix), `per_image.csv` (IoU/Dice per image),
-    `confusion.png`, and overlays of the `worst` images by Dice
-    (`worst/<name>.png`: image with truth left, prediction right).
+    accuracy, confusion matrix, and object scores when the dataset has
+    instance masks), `per_image.csv`, `confusion.png`, and the `worst`
+    images by Dice side by side with captions (`worst/<name>.png`: image |
+    truth | prediction).
 
     Args:
         predictor: A `keras_unet.inference.Predictor` (`.keras` or `.tflite`).
-        dataset: A `keras_unet.dataset.Dataset`.
+        dataset: A `keras_unet.pairs.Dataset`.
         output_dir: Report folder.
         tile: Tile size for any-size models (default whole images).
         worst: How many of the lowest-Dice images to draw.
@@ -162,40 +193,42 @@ def evaluate_dataset(
         progress: Show a progress bar.
 
     Returns:
-        The `scores.json` content.
+        The `scores.json` content, with `"worst"`: `[(name, dice), ...]`.
+
+    Raises:
+        keras_unet.pairs.DatasetError: If a pair cannot be scored (naming
+            the files): unreadable, sizes that differ, mask values outside
+            the label map.
     """
-    import csv
-    import json
-    from pathlib import Path
-
-    import PIL.Image
-    from tqdm.auto import tqdm
-
-    from keras_unet import files
-    from keras_unet.dataset import read_mask
-    from keras_unet.inference import predict_image, read_image
-    from keras_unet.visualize import overlay
-
+    check_dataset(dataset, instances=bool(dataset.instances))
     output_dir = Path(output_dir)
     names = dataset.names
     total = np.zeros((len(names), len(names)), np.int64)
+    objects = ObjectScores() if dataset.instances else None
     rows, kept = [], []
-    pairs = list(zip(dataset.images, dataset.masks))
-    for image_path, mask_path in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
+    for index in tqdm(range(len(dataset.images)), desc="evaluate", unit="image",
+                      disable=not progress):
+        image_path = dataset.images[index]
         image = read_image(image_path, predictor.channels)
-        truth = read_mask(mask_path, dataset.foreground_value)
-        predicted = predicted_classes(predict_image(predictor, image, tile=tile, tta=tta))
-        matrix = confusion(truth, predicted, len(names))
-        total += matrix
-        scores = per_class_scores(matrix, names)
-        rows.append({"image": image_path, "mean_iou": scores["mean_iou"],
-                     "mean_dice": scores["mean_dice"],
-                     "pixel_accuracy": scores["pixel_accuracy"]})
-        kept.append((scores["mean_dice"] or 0.0, image_path, image, truth, predicted))
+        truth = read_mask(dataset.masks[index], dataset.foreground_value)
+        instances = read_instances(dataset.instances[index]) if dataset.instances else None
+        probabilities = predict_image(predictor, image, tile=tile, tta=tta)
+        result = evaluate_prediction(probabilities, truth, len(names),
+                                     target=predictor.target, true_instances=instances)
+        total += result.confusion
+        scores = per_class_scores(result.confusion, names)
+        row = {"image": image_path, "foreground_dice": scores["foreground_dice"],
+               "mean_iou": scores["mean_iou"], "pixel_accuracy": scores["pixel_accuracy"]}
+        if result.objects is not None:
+            objects = objects.add(result.objects)
+            row.update(mean_ap=result.objects.mean_ap, true_objects=result.objects.true_objects,
+                       predicted_objects=result.objects.predicted_objects)
+        rows.append(row)
+        dice = scores["foreground_dice"] if scores["foreground_dice"] is not None else 1.0
+        kept.append((dice, image_path, image, truth, result.classes))
         kept = sorted(kept, key=lambda k: k[0])[:worst]  # bounded memory
-    result = per_class_scores(total, names)
-    result["confusion_matrix"] = total.tolist()
-    result["images"] = len(pairs)
+    result = summarize(total, names, objects)
+    result["images"] = len(rows)
     files.write_text(output_dir / "scores.json", json.dumps(result, indent=2) + "\n")
 
     def write_csv(tmp):
@@ -207,50 +240,75 @@ def evaluate_dataset(
     files.atomic_write(output_dir / "per_image.csv", write_csv)
     plot_confusion(total, names, output_dir / "confusion.png")
     for dice, image_path, image, truth, predicted in kept:
-        picture = np.clip(image * 255, 0, 255).astype(np.uint8)
-        left, right = overlay(picture, truth, names), overlay(picture, predicted, names)
-        size = (left.width + right.width + 8, max(left.height, right.height))
-        canvas = PIL.Image.new("RGB", size, (255, 255, 255))
-        canvas.paste(left, (0, 0))
-        canvas.paste(right, (left.width + 8, 0))
-        files.save_image(output_dir / "worst" / f"{Path(image_path).stem}.png", canvas)
+        picture = side_by_side(image, truth, predicted, names,
+                               f"{Path(image_path).name}   foreground Dice {dice:.3f}")
+        files.save_image(output_dir / "worst" / f"{Path(image_path).stem}.png", picture)
     result["worst"] = [(Path(p).name, d) for d, p, *_ in kept]
     return result
 
 
-def format_confusion(matrix: np.ndarray, names: list[str]) -> str:
-    """The confusion matrix as a text table (rows truth, columns prediction)."""
-    width = max(8, max(len(n) for n in names) + 1)
-    head = " " * width + "".join(f"{n[:width - 1]:>{width}}" for n in names)
-    lines = [head] + [
-        f"{names[i][:width - 1]:<{width}}" + "".join(f"{int(v):>{width}}" for v in row)
-        for i, row in enumerate(np.asarray(matrix))
-    ]
-    return "\n".join(lines)
+def side_by_side(
+    image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str], caption: str
+) -> PIL.Image.Image:
+    """The image, its truth and the prediction side by side, with captions.
+
+    Args:
+        image: `(H, W, C)` float image in [0, 1].
+        truth: `(H, W)` true class ids.
+        predicted: `(H, W)` predicted class ids.
+        names: Class names for the legends.
+        caption: Line written above the three panels.
+
+    Returns:
+        An RGB picture.
+    """
+    picture = np.clip(image * 255, 0, 255).astype(np.uint8)
+    picture = picture[..., 0] if picture.shape[-1] == 1 else picture
+    panels = [("image", overlay(picture, np.zeros(truth.shape, np.uint8), names)),
+              ("truth", overlay(picture, truth, names)),
+              ("prediction", overlay(picture, predicted, names))]
+    gap, head = 8, 30
+    width = sum(p.width for _, p in panels) + gap * (len(panels) - 1)
+    canvas = PIL.Image.new("RGB", (width, head + max(p.height for _, p in panels)),
+                           (255, 255, 255))
+    draw = PIL.ImageDraw.Draw(canvas)
+    draw.text((4, 2), caption, fill=(0, 0, 0))
+    x = 0
+    for title, panel in panels:
+        canvas.paste(panel, (x, head))
+        draw.text((x + 4, 16), title, fill=(0, 0, 0))
+        x += panel.width + gap
+    return canvas
 
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path) -> None:
-    """Row-normalized confusion matrix as a PNG (counts in the cells)."""
+    """Row-normalized confusion matrix as a PNG (counts in the cells).
+
+    The figure grows with the number of classes and the longest name, so
+    the cells and labels stay readable for 2 classes as for 50.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_unet import files
-
     matrix = np.asarray(matrix, np.float64)
     rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    size = 1.2 + 0.6 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    n = len(names)
+    label = 0.09 * max(len(name) for name in names)  # inches taken by the tick labels
+    cell = 0.55 if n <= 20 else 0.3
+    fig, ax = plt.subplots(figsize=(1.6 + label + cell * n, 1.0 + label + cell * n))
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{rows[i, j]:.2f}\n{int(matrix[i, j])}", ha="center", va="center",
-                    fontsize=7, color="white" if rows[i, j] > 0.5 else "black")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{rows[i, j]:.2f}\n{int(matrix[i, j])}", ha="center",
+                        va="center", fontsize=7,
+                        color="white" if rows[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     files.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -14,16 +14,21 @@ import PIL.Image
 from keras_unet.labels import palette
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = False
+) -> Path:
     """Writes a file through a temporary file in the same folder, then renames.
 
-    An interrupted write leaves the previous file (or none), never a
-    half-written one. The file gets the usual permissions (umask), like any
-    file the user creates.
+    An interrupted write (an exception, or the process killed) leaves the
+    previous file (or none), never a half-written one. The temporary file
+    keeps the destination's suffix (Keras wants `.keras`). The file gets the
+    usual permissions (umask), like any file the user creates.
 
     Args:
         path: Destination file.
         write: Called with the temporary path; must write the file there.
+        durable: Also flush the file to disk before the rename, so that it
+            survives a power loss too (for checkpoints; slower).
 
     Returns:
         The destination path.
@@ -31,14 +36,72 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name of this process and a random token: no other writer uses it.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         write(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flushes a file (or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # folders cannot be synced on some systems
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Makes `path` a second name of the file `source` (a copy where the file
+    system has no hard links), replacing `path` atomically.
+
+    Args:
+        source: An existing file.
+        path: The new name.
+
+    Returns:
+        The new path.
+    """
+    import shutil
+
+    def link(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    return atomic_write(path, link)
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Creates `folder` if needed and checks that files can be written in it.
+
+    Raises:
+        OSError: With a message naming the folder: it is a file, or it
+            cannot be created or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(20, "the output path is a file, not a folder", str(folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write to the output folder ({err.strerror})",
+                        str(folder)) from None
+    return folder
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,17 +16,20 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
-import PIL.ImageOps
+
+from keras_unet.errors import KerasUnetError
+from keras_unet.export.metadata import read_metadata
+from keras_unet.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
+from keras_unet.readers import IMAGE_SUFFIXES, ReadError, read_image
 
 log = logging.getLogger(__name__)
 
 
-class InferenceError(ValueError):
+class InferenceError(KerasUnetError, ValueError):
     """An image or model that cannot be used; names the file."""
 
 
@@ -41,6 +44,9 @@ class Predictor:
         channels: Image channels the model takes.
         multiple: Sizes must be multiples of this (2**depth).
         path: The model file.
+        target: `"semantic"`, or `"instances"` for models that predict the
+            boundary class too (see `keras_unet.instances`).
+        names: Class names by id, when known.
     """
 
     run: Callable[[np.ndarray], np.ndarray]
@@ -48,6 +54,8 @@ class Predictor:
     channels: int
     multiple: int
     path: str
+    target: str = "semantic"
+    names: list[str] | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
@@ -65,35 +73,166 @@ def model_multiple(model) -> int:
     return 2 ** len(ups)
 
 
-def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> Predictor:
+def load_keras_model(path: str | os.PathLike, compile: bool = False):
+    """Loads a `.keras` file, with an error that names it when it is not one.
+
+    Args:
+        path: The `.keras` file.
+        compile: Restore the training configuration too.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        InferenceError: If the file is missing, truncated or not a Keras
+            model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(f"{path}: model file not found")
+    import keras
+
+    import keras_unet.losses  # noqa: F401  (registers the custom objects)
+    import keras_unet.metrics  # noqa: F401
+
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as err:  # Keras raises many types for a damaged file
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise InferenceError(
+            f"{path}: not a valid .keras model file ({type(err).__name__}: {reason})"
+        ) from None
+
+
+def load_predictor(
+    path: str | os.PathLike,
+    num_threads: int | None = None,
+    labels: str | os.PathLike | list[str] | None = None,
+) -> Predictor:
     """Loads a `.keras` or `.tflite` model for inference.
+
+    The class names come from `labels`, else from the `labels.txt` beside
+    the model (or in the run folder above `checkpoints/`), else from the
+    metadata of a `.tflite` file. The target comes from the `.tflite`
+    metadata or the run's `config.json`; otherwise a model with one output
+    more than the label map has classes is an instance model.
 
     Args:
         path: Model file.
         num_threads: LiteRT threads (`.tflite` only; default: all cores).
+        labels: `labels.txt` path or class names (default: found as above).
 
     Returns:
         A `Predictor`.
 
     Raises:
-        InferenceError: If the file is missing or not a known model type.
+        InferenceError: If the file is missing, not a valid model, or its
+            output count does not fit the label map.
     """
     path = Path(path)
     if not path.is_file():
         raise InferenceError(f"{path}: model file not found")
     if path.suffix == ".keras":
-        import keras
         import tensorflow as tf
 
-        model = keras.models.load_model(path, compile=False)
+        model = load_keras_model(path)
         height, width, channels = model.input_shape[1:]
         fixed = (height, width) if height and width else None
         run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return Predictor(lambda x: np.asarray(run(x)), fixed, channels,
-                         model_multiple(model), str(path))
-    if path.suffix == ".tflite":
-        return _tflite_predictor(path, num_threads)
-    raise InferenceError(f"{path}: expected a .keras or .tflite model")
+        predictor = Predictor(lambda x: np.asarray(run(x)), fixed, channels,
+                              model_multiple(model), str(path))
+        outputs, meta = model.output_shape[-1], _run_config(path)
+    elif path.suffix == ".tflite":
+        meta = _tflite_metadata(path)
+        multiple = int(meta.get("input", {}).get("size_multiple", 1))
+        predictor, outputs = _tflite_predictor(path, num_threads, multiple)
+    else:
+        raise InferenceError(f"{path}: expected a .keras or .tflite model")
+    names, source = find_labels(path, labels, meta)
+    predictor.names = names
+    predictor.target = meta.get("target") or _target_from_outputs(outputs, names)
+    if names is not None:
+        expected = output_count(len(names), predictor.target)
+        if outputs != expected:
+            raise InferenceError(
+                f"{path}: the model has {outputs} output channels but {source} lists "
+                f"{len(names)} classes ({predictor.target} models of {len(names)} classes have "
+                f"{expected}): give the labels file the model was trained with (--labels)"
+            )
+    return predictor
+
+
+def output_count(num_classes: int, target: str = "semantic") -> int:
+    """Output channels of a model: 1 (sigmoid) for 2 classes, else one per
+    class; instance models add the boundary class."""
+    if target == "instances":
+        return num_classes + 1
+    return 1 if num_classes == 2 else num_classes
+
+
+def _target_from_outputs(outputs: int, names: list[str] | None) -> str:
+    if names is not None and outputs == len(names) + 1:
+        return "instances"
+    return "semantic"
+
+
+def _run_config(model_path: Path) -> dict:
+    """The run's `config.json` above a checkpoint (`run/checkpoints/x.keras`)."""
+    import json
+
+    for folder in (model_path.parent, model_path.parent.parent):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                return json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
+def _tflite_metadata(path: Path) -> dict:
+    try:
+        return read_metadata(path) or {}
+    except Exception:  # a model without readable metadata still runs
+        return {}
+
+
+def find_labels(
+    path: str | os.PathLike, labels=None, meta: dict | None = None
+) -> tuple[list[str] | None, str]:
+    """The class names of a model file, and where they came from.
+
+    Args:
+        path: The model file.
+        labels: A `labels.txt` path or class names, if given.
+        meta: The `.tflite` metadata, if any.
+
+    Returns:
+        `(names, source)`: from `labels`, else the `labels.txt` beside the
+        model or in the folder above it, else the metadata; `(None, "")`
+        when none is found.
+
+    Raises:
+        InferenceError: If a given labels file is missing or invalid.
+    """
+    path, meta = Path(path), meta or {}
+    from keras_unet.labels import LabelMapError, read_labels
+
+    if labels is not None and not isinstance(labels, (str, os.PathLike)):
+        return list(labels), "the given labels"
+    candidates = [Path(labels)] if labels is not None else [
+        path.parent / "labels.txt", path.parent.parent / "labels.txt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return read_labels(candidate), str(candidate)
+            except LabelMapError as err:
+                raise InferenceError(str(err)) from None
+    if labels is not None:
+        raise InferenceError(f"{labels}: labels file not found")
+    if meta.get("labels"):
+        return list(meta["labels"]), f"the metadata of {path}"
+    return None, ""
 
 
 def _interpreter(path: Path, num_threads: int):
@@ -129,7 +268,10 @@ def _interpreter(path: Path, num_threads: int):
         raise InferenceError(f"{path}: LiteRT cannot run this model ({err})") from None
 
 
-def _tflite_predictor(path: Path, num_threads: int | None) -> Predictor:
+def _tflite_predictor(
+    path: Path, num_threads: int | None, multiple: int
+) -> tuple[Predictor, int]:
+    """A predictor of a `.tflite` file and its output channel count."""
     interpreter = _interpreter(path, num_threads or os.cpu_count())
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
@@ -162,34 +304,7 @@ def _tflite_predictor(path: Path, num_threads: int | None) -> Predictor:
         return np.stack(results)
 
     fixed = None if dynamic else (int(height), int(width))
-    return Predictor(run, fixed, int(channels), 1, str(path))
-
-
-def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
-    """Reads an image as float32 `(H, W, channels)` in [0, 1], EXIF-upright.
-
-    Args:
-        path: Image file.
-        channels: 1 (grey) or 3 (RGB).
-
-    Returns:
-        The image array.
-
-    Raises:
-        InferenceError: If the file cannot be decoded.
-    """
-    try:
-        with PIL.Image.open(path) as image:
-            image = PIL.ImageOps.exif_transpose(image)
-            if image.mode.startswith("I;16") or image.mode == "I":
-                array = np.asarray(image, np.float32) / 65535.0
-                array = array[..., None] if array.ndim == 2 else array
-                return np.repeat(array, channels, -1) if channels == 3 else array
-            array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.float32)
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as err:
-        raise InferenceError(f"{path}: unreadable image ({err})") from None
-    array = array / 255.0
-    return array[..., None] if channels == 1 else array
+    return Predictor(run, fixed, int(channels), multiple, str(path)), int(out["shape"][-1])
 
 
 def gaussian_weights(height: int, width: int, sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -256,6 +371,9 @@ def _predict_batch(predictor: Predictor, batch: np.ndarray, tta: bool) -> np.nda
     return total / len(_flips(tta))
 
 
+MAX_OVERLAP = 0.9
+
+
 def predict_tiled(
     predictor: Predictor,
     image: np.ndarray,
@@ -264,6 +382,7 @@ def predict_tiled(
     overlap: float = 0.5,
     batch_size: int = 4,
     tta: bool = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """Predicts a large image by overlapping tiles blended with Gaussian weights.
 
@@ -271,13 +390,22 @@ def predict_tiled(
         predictor: The model.
         image: float32 `(H, W, C)` in [0, 1].
         tile: `(height, width)` of a tile (the model's input size).
-        overlap: Fraction of a tile shared by neighbours.
+        overlap: Fraction of a tile shared by neighbours, 0 to 0.9.
         batch_size: Tiles predicted (and held) at once.
         tta: Average over horizontal/vertical flips too.
+        progress: Show a progress bar over the tiles (when there are more
+            than a batch of them).
 
     Returns:
         float32 `(H, W, K)` probabilities.
+
+    Raises:
+        ValueError: If the tile size is not positive or not a multiple of
+            the model's size multiple, or the overlap is outside [0, 0.9].
     """
+    check_tiling(predictor, tile, overlap)
+    from tqdm.auto import tqdm
+
     height, width = image.shape[:2]
     padded = pad_image(image, *tile)
     tile_h, tile_w = tile
@@ -285,6 +413,8 @@ def predict_tiled(
     boxes = [(y, x) for y in tile_starts(padded.shape[0], tile_h, overlap)
              for x in tile_starts(padded.shape[1], tile_w, overlap)]
     total = weight_sum = None
+    bar = tqdm(total=len(boxes), desc="tiles", unit="tile", leave=False,
+               disable=not progress or len(boxes) <= batch_size)
     for chunk in _chunks(boxes, batch_size):
         batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
         out = _predict_batch(predictor, batch, tta)
@@ -294,7 +424,26 @@ def predict_tiled(
         for (y, x), probs in zip(chunk, out):
             total[y:y + tile_h, x:x + tile_w] += probs * weights
             weight_sum[y:y + tile_h, x:x + tile_w] += weights
+        bar.update(len(chunk))
+    bar.close()
     return (total / weight_sum)[:height, :width]
+
+
+def check_tiling(predictor: Predictor, tile: tuple[int, int], overlap: float) -> None:
+    """Checks a tile size and overlap for a model.
+
+    Raises:
+        ValueError: Naming the value and what is allowed.
+    """
+    if not all(isinstance(t, (int, np.integer)) and t > 0 for t in tile):
+        raise ValueError(f"tile size {tile} must be positive integers")
+    m = predictor.multiple
+    if predictor.input_size is None and any(t % m for t in tile):
+        raise ValueError(f"tile size {tile[0]}x{tile[1]} must be a multiple of {m} for "
+                         f"{predictor.path}")
+    if not 0.0 <= overlap <= MAX_OVERLAP:
+        raise ValueError(f"tile overlap {overlap} must be in [0, {MAX_OVERLAP}] (a fraction "
+                         "of the tile; 0.5 is the usual)")
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -310,6 +459,7 @@ def predict_image(
     overlap: float = 0.5,
     batch_size: int = 4,
     tta: bool = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """Predicts one image of any size.
 
@@ -324,6 +474,7 @@ def predict_image(
         overlap: Tile overlap.
         batch_size: Tiles in memory at once.
         tta: Flip test-time augmentation.
+        progress: Show a progress bar over the tiles.
 
     Returns:
         float32 `(H, W, K)` probabilities.
@@ -331,7 +482,7 @@ def predict_image(
     tile = tile or predictor.input_size
     if tile is not None:
         return predict_tiled(predictor, image, tile, overlap=overlap,
-                             batch_size=batch_size, tta=tta)
+                             batch_size=batch_size, tta=tta, progress=progress)
     height, width = image.shape[:2]
     m = predictor.multiple
     padded = pad_image(image, -(-height // m) * m, -(-width // m) * m)
@@ -346,8 +497,6 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     """
     import glob
 
-    from keras_unet.dataset import IMAGE_SUFFIXES
-
     path = Path(source)
     if path.is_file():
         return [path]
@@ -361,69 +510,127 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     return found
 
 
+@dataclass
+class PredictionSummary:
+    """What `predict_files` did.
+
+    Attributes:
+        written: Images predicted.
+        errors: `(file, reason)` of the images that could not be read.
+        labelme_written: LabelMe files written.
+        labelme_kept: `(file, reason)` of LabelMe files left as they were.
+    """
+
+    written: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    labelme_written: int = 0
+    labelme_kept: list[tuple[str, str]] = field(default_factory=list)
+
+    def format(self, output_dir) -> str:
+        """A few lines for people."""
+        lines = [f"{self.written} images predicted, {len(self.errors)} failed -> {output_dir}"]
+        if self.labelme_written or self.labelme_kept:
+            lines.append(f"LabelMe files: {self.labelme_written} written, "
+                         f"{len(self.labelme_kept)} left as they were")
+            lines += [f"  kept {path}: {reason}" for path, reason in self.labelme_kept]
+        return "\n".join(lines)
+
+
 def predict_files(
     predictor: Predictor,
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
-    names: list[str] | None = None,
     tile: tuple[int, int] | None = None,
     overlap: float = 0.5,
     tta: bool = False,
     probabilities: bool = False,
+    min_size: int = MIN_OBJECT_SIZE,
+    labelme=None,
     progress: bool = False,
-) -> tuple[int, list[tuple[str, str]]]:
+) -> PredictionSummary:
     """Predicts masks for image files and writes them for people and programs.
 
-    Writes `masks/<name>.png` (class ids, palette PNG), `overlays/<name>.png`
-    (image, coloured mask and legend) and, with `probabilities`,
-    `probabilities/<name>.npy` (float16 `(H, W, K)`).
+    Writes `masks/<name>.png` (class ids, palette PNG) and
+    `overlays/<name>.png` (the image with coloured outlines and a legend);
+    instance models also `instances/<name>.png` (16-bit object ids, 0 =
+    background; see `keras_unet.instances.label_instances`); with
+    `probabilities`, `probabilities/<name>.npy` (float16 `(H, W, K)`); with
+    `labelme`, `<name>.json`, a LabelMe file of the prediction (see
+    `keras_unet.preannotate`).
 
     Args:
         predictor: The model.
         source: Image file, folder or glob.
         output_dir: Output folder.
-        names: Class names for the legends.
         tile: Tile size for any-size models (default whole images).
         overlap: Tile overlap.
         tta: Flip test-time augmentation.
         probabilities: Also save the probability maps.
-        progress: Show a progress bar.
+        min_size: Instance models: smallest object kept, in pixels.
+        labelme: A `keras_unet.preannotate.LabelMeOutput` to write LabelMe
+            files too, or `None`.
+        progress: Show progress bars (images, and tiles of large images).
 
     Returns:
-        `(written, errors)`: number of images done and `(file, reason)` of
-        the images that failed.
+        A `PredictionSummary`.
 
     Raises:
-        InferenceError: If `source` holds no images.
+        InferenceError: If `source` holds no images, or LabelMe files are
+            asked for a model without class names.
+        ValueError: On a bad tile size or overlap.
     """
     from tqdm.auto import tqdm
 
     from keras_unet import files
-    from keras_unet.evaluate import predicted_classes
+    from keras_unet.preannotate import pixel_confidence
     from keras_unet.visualize import overlay
 
+    if tile is not None:
+        check_tiling(predictor, tile, overlap)
+    if labelme is not None and predictor.names is None:
+        raise InferenceError(f"{predictor.path}: LabelMe files need the class names: give "
+                             "--labels")
     output_dir = Path(output_dir)
     paths = list_images(source)
     root = Path(source) if Path(source).is_dir() else None
-    written, errors = 0, []
+    summary = PredictionSummary()
     for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
         try:
             image = read_image(path, predictor.channels)
-        except InferenceError as err:
-            errors.append((str(path), str(err).split(": ", 1)[-1]))
+        except ReadError as err:
+            summary.errors.append((str(path), str(err).split(": ", 1)[-1]))
             continue
-        probs = predict_image(predictor, image, tile=tile, overlap=overlap, tta=tta)
-        mask = predicted_classes(probs)
+        probs = predict_image(predictor, image, tile=tile, overlap=overlap, tta=tta,
+                              progress=progress)
         stem = path.relative_to(root).with_suffix("").as_posix() if root else path.stem
+        objects = None
+        if predictor.target == "instances":
+            objects, object_classes = label_instances(probs, "instances", min_size=min_size)
+            mask = object_classes[objects].astype(np.uint8)
+            files.save_instances(output_dir / "instances" / f"{stem}.png", objects)
+        else:
+            mask = semantic_classes(probs)
         files.save_mask(output_dir / "masks" / f"{stem}.png", mask)
         picture = np.clip(image * 255, 0, 255).round().astype(np.uint8)
-        files.save_image(output_dir / "overlays" / f"{stem}.png", overlay(picture, mask, names))
+        picture = picture[..., 0] if picture.shape[-1] == 1 else picture
+        files.save_image(output_dir / "overlays" / f"{stem}.png",
+                         overlay(picture, mask, predictor.names, outline=True, objects=objects))
         if probabilities:
             target = output_dir / "probabilities" / f"{stem}.npy"
             files.write_bytes(target, _npy_bytes(probs.astype(np.float16)))
-        written += 1
-    return written, errors
+        if labelme is not None:
+            json_path = output_dir / f"{stem}.json"
+            kept = labelme.write(
+                json_path, path, mask, predictor.names, objects=objects,
+                confidence=pixel_confidence(probs, mask, predictor.target),
+                model=Path(predictor.path).name)
+            if kept:
+                summary.labelme_kept.append((str(json_path), kept))
+            else:
+                summary.labelme_written += 1
+        summary.written += 1
+    return summary
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -37,6 +37,7 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageOps
 
+from keras_unet.errors import KerasUnetError
 from keras_unet.labels import BACKGROUND_LABEL, IGNORE_ID, IGNORE_LABEL
 
 LINE_WIDTH = 10
@@ -54,7 +55,7 @@ SHAPE_POINTS = {
 }
 
 
-class LabelMeError(ValueError):
+class LabelMeError(KerasUnetError, ValueError):
     """A LabelMe file that cannot be converted; names the file and the problem.
 
     Attributes:
@@ -121,20 +122,44 @@ def read_annotation(json_path: str | os.PathLike) -> Annotation:
         The `Annotation`.
 
     Raises:
-        LabelMeError: On invalid JSON, a missing `shapes` list, an unknown
-            shape type, or a shape with the wrong number of points.
+        LabelMeError: On invalid JSON, a missing `shapes` list, a field of
+            the wrong type (`imagePath`, `imageData`, `imageHeight`,
+            `imageWidth`, a shape's `label`, `shape_type`, `group_id`,
+            `points`, `mask`), an unknown shape type, or a shape with the
+            wrong number of points.
     """
     path = Path(json_path)
     data = _load_json(path)
+    fields = {}
+    for key, kind in (("imagePath", str), ("imageData", str), ("imageHeight", int),
+                      ("imageWidth", int)):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise LabelMeError(path, f"{key} must be {_KINDS[kind]} or null, got "
+                               f"{_json_type(value)}")
+        if kind is int and value is not None and value < 1:
+            raise LabelMeError(path, f"{key} must be a positive integer, got {value}")
+        fields[key] = value
     shapes = [_parse_shape(path, i, s) for i, s in enumerate(data["shapes"])]
     return Annotation(
         path=path,
         shapes=shapes,
-        image_path=data.get("imagePath"),
-        image_data=data.get("imageData") or None,
-        height=data.get("imageHeight"),
-        width=data.get("imageWidth"),
+        image_path=fields["imagePath"],
+        image_data=fields["imageData"] or None,
+        height=fields["imageHeight"],
+        width=fields["imageWidth"],
     )
+
+
+_KINDS = {str: "a string", int: "an integer"}
+
+
+def _json_type(value) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _load_json(path: Path) -> dict:
@@ -143,6 +168,8 @@ def _load_json(path: Path) -> dict:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LabelMeError(path, f"invalid JSON ({err})") from None
+    except RecursionError:
+        raise LabelMeError(path, "invalid JSON (nested too deeply)") from None
     except OSError as err:
         raise LabelMeError(path, f"cannot read file ({err.strerror})") from None
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
@@ -153,23 +180,47 @@ def _load_json(path: Path) -> dict:
 def scan_labels(json_path: str | os.PathLike) -> set[str]:
     """The class labels of a LabelMe file (no `__ignore__`/`_background_`).
 
-    A quick pass for building the label map: shapes are not validated here
-    (`read_annotation` does that).
+    A quick pass for building the label map: only valid labels are
+    collected, and shapes are not validated here (`read_annotation` does
+    that, and reports a bad label).
 
     Raises:
         LabelMeError: On invalid JSON or a missing `shapes` list.
     """
     path = Path(json_path)
-    labels = {str(s["label"]) for s in _load_json(path)["shapes"]
-              if isinstance(s, dict) and "label" in s}
+    labels = {s["label"] for s in _load_json(path)["shapes"]
+              if isinstance(s, dict) and label_problem(s.get("label")) is None}
     return labels - {IGNORE_LABEL, BACKGROUND_LABEL}
+
+
+def label_problem(label) -> str | None:
+    """What is wrong with a shape's label, or `None` if it can be a class name.
+
+    A class name is a non-empty string without line breaks or other control
+    characters (it becomes a line of `labels.txt`), at most 200 characters.
+    """
+    if not isinstance(label, str):
+        return f"label must be a string, got {_json_type(label)}"
+    if not label.strip():
+        return "label is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        return f"label {label!r} holds a line break or control character"
+    if len(label) > 200:
+        return f"label of {len(label)} characters (at most 200)"
+    return None
 
 
 def _parse_shape(path: Path, index: int, raw) -> Shape:
     if not isinstance(raw, dict) or "label" not in raw:
         raise LabelMeError(path, f"shape #{index} has no label")
-    label = str(raw["label"])
+    problem = label_problem(raw["label"])
+    if problem:
+        raise LabelMeError(path, f"shape #{index}: {problem}")
+    label = raw["label"]
     shape_type = raw.get("shape_type") or "polygon"
+    if not isinstance(shape_type, str):
+        raise LabelMeError(path, f"shape #{index} (label {label!r}): shape_type must be a "
+                           f"string, got {_json_type(shape_type)}")
     where = f"shape #{index} (label {label!r}, {shape_type})"
     if shape_type not in SHAPE_POINTS:
         raise LabelMeError(
@@ -177,12 +228,18 @@ def _parse_shape(path: Path, index: int, raw) -> Shape:
             f"{where}: unknown shape_type {shape_type!r}; expected one of "
             f"{', '.join(SHAPE_POINTS)}",
         )
+    group_id = raw.get("group_id")
+    if group_id is not None and (isinstance(group_id, bool)
+                                 or not isinstance(group_id, (int, str))):
+        raise LabelMeError(path, f"{where}: group_id must be an integer, a string or null, "
+                           f"got {_json_type(group_id)}")
     try:
         points = [(float(x), float(y)) for x, y in raw.get("points") or []]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise LabelMeError(path, f"{where}: points must be [x, y] numbers") from None
-    if not all(map(math.isfinite, itertools.chain.from_iterable(points))):
-        raise LabelMeError(path, f"{where}: points must be finite numbers")
+    if not all(abs(v) < 1e7 for v in itertools.chain.from_iterable(points)):
+        raise LabelMeError(path, f"{where}: points must be finite numbers within the image's "
+                           "reach (|x|, |y| < 10 million)")
     low, high = SHAPE_POINTS[shape_type]
     if len(points) < low or (high is not None and len(points) > high):
         expected = f"{low}" if low == high else f">= {low}"
@@ -190,17 +247,61 @@ def _parse_shape(path: Path, index: int, raw) -> Shape:
             path, f"{where}: degenerate shape, needs {expected} points, has {len(points)}"
         )
     mask = _decode_mask(path, where, raw.get("mask")) if shape_type == "mask" else None
-    return Shape(label, shape_type, points, raw.get("group_id"), mask)
+    return Shape(label, shape_type, points, group_id, mask)
 
 
 def _decode_mask(path: Path, where: str, encoded) -> np.ndarray:
     if not encoded:
         raise LabelMeError(path, f"{where}: mask shape without 'mask' data")
+    if not isinstance(encoded, str):
+        raise LabelMeError(path, f"{where}: 'mask' must be a base64 string, got "
+                           f"{_json_type(encoded)}")
     try:
         patch = PIL.Image.open(io.BytesIO(base64.b64decode(encoded)))
         return np.asarray(patch.convert("L")) > 0
-    except (binascii.Error, OSError, ValueError):
+    except (binascii.Error, OSError, ValueError, PIL.Image.DecompressionBombError):
         raise LabelMeError(path, f"{where}: 'mask' is not a base64 PNG") from None
+
+
+LABELME_VERSION = "5.5.0"  # format written; LabelMe 5.x and 6.x open it without a warning
+
+
+def labelme_document(
+    shapes: list[dict],
+    image_path: str,
+    height: int,
+    width: int,
+    *,
+    image_data: bytes | None = None,
+    flags: dict[str, bool] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """A LabelMe file's content (to write as JSON).
+
+    Args:
+        shapes: Shape dicts (`label`, `points`, `group_id`, `description`,
+            `shape_type`, `flags`).
+        image_path: The image's path relative to the JSON file (`/`
+            separators).
+        height: Image height.
+        width: Image width.
+        image_data: The image file's bytes to embed (`imageData`), or `None`.
+        flags: Image-level flags (shown as check boxes in LabelMe).
+        extra: More top-level keys (LabelMe keeps them when it saves).
+
+    Returns:
+        The JSON-ready dictionary.
+    """
+    return {
+        "version": LABELME_VERSION,
+        "flags": dict(flags or {}),
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": base64.b64encode(image_data).decode() if image_data is not None else None,
+        "imageHeight": int(height),
+        "imageWidth": int(width),
+        **(extra or {}),
+    }
 
 
 def resolve_image_path(annotation: Annotation) -> Path:

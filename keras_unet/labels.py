@@ -15,13 +15,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from keras_unet.errors import KerasUnetError
+
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
 IGNORE_ID = 255
 MAX_CLASS_ID = 254  # uint8 masks: 0..254 are classes, 255 is ignore
 
 
-class LabelMapError(ValueError):
+class LabelMapError(KerasUnetError, ValueError):
     """A label map that cannot be used (duplicates, too many classes...)."""
 
 

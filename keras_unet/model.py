@@ -21,6 +21,7 @@ NORMALIZATIONS = (None, "batch", "group")
 UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 DROPOUT_POSITIONS = ("bottleneck", "encoder", "decoder", "all")
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
+INPUT_NORMALIZATIONS = (None, "per_image")
 BACKBONE_DEPTH = 5  # a backbone's skips are at strides 2, 4, 8, 16 and 32
 
 
@@ -42,6 +43,7 @@ def build_unet(
     attention: bool = False,
     residual: bool = False,
     output_activation: str | None = "auto",
+    input_normalization: str | None = None,
     backbone: str | None = None,
     backbone_weights: str | None = None,
     freeze_encoder: bool = False,
@@ -81,6 +83,11 @@ def build_unet(
         residual: Residual (shortcut) connections in every block.
         output_activation: `"auto"` (sigmoid for 1 class, softmax for more),
             `"sigmoid"`, `"softmax"`, or `None` for logits.
+        input_normalization: `None` (the model takes images in [0, 1]) or
+            `"per_image"`: a first layer standardizes each image (mean 0,
+            standard deviation 1), so brightness and contrast differences
+            between images, stains or microscopes matter less. It is part
+            of the model, so predictions and TFLite exports apply it too.
         backbone: A pretrained encoder from `keras.applications` instead of
             the U-Net encoder (see `keras_unet.backbones.BACKBONES`):
             skips at strides 2-16, the decoder has five levels (sizes must be
@@ -105,8 +112,6 @@ def build_unet(
             asked for and cannot be downloaded.
     """
     if backbone is not None:
-        if padding != "same":
-            raise ValueError(f"padding={padding!r} is not supported with a backbone; use 'same'.")
         depth = BACKBONE_DEPTH
     _validate_options(
         input_shape=input_shape,
@@ -121,13 +126,9 @@ def build_unet(
         dropout_position=dropout_position,
         upsampling=upsampling,
         output_activation=output_activation,
+        input_normalization=input_normalization,
+        backbone=backbone,
     )
-    shrink = _shrink(padding, convs_per_block, kernel_size)
-    for axis, size in zip(("height", "width"), input_shape[:2]):
-        if size is not None and output_size(size, depth, shrink) is None:
-            raise ValueError(_size_error(axis, size, depth, shrink, padding))
-    skip_crops = _skip_crops(depth, shrink)
-
     if output_activation == "auto":
         output_activation = "sigmoid" if num_classes == 1 else "softmax"
     conv_kwargs = dict(
@@ -139,75 +140,73 @@ def build_unet(
         kernel_initializer=kernel_initializer,
         residual=residual,
     )
-    drop_encoder = dropout_position in ("encoder", "all")
-    drop_decoder = dropout_position in ("decoder", "all")
+
+    def rate(where: str) -> float:  # dropout of the encoder or the decoder blocks
+        return dropout if dropout_position in (where, "all") else 0.0
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    if backbone is not None:
-        return _backbone_unet(
-            inputs, backbone, backbone_weights, freeze_encoder, num_classes, filters,
-            output_activation, upsampling, attention, dropout if drop_decoder else 0.0,
-            conv_kwargs, name,
-        )
     x = inputs
-    skips = []
-    for level in range(1, depth + 1):
-        prefix = f"enc{level}"
-        x = blocks.conv_block(x, filters * 2 ** (level - 1), name=prefix, **conv_kwargs)
-        if drop_encoder:
-            x = blocks.dropout(x, dropout, name=f"{prefix}_drop")
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
-
-    x = blocks.conv_block(x, filters * 2**depth, name="bottleneck", **conv_kwargs)
-    if dropout_position != "decoder":
-        x = blocks.dropout(x, dropout, name="bottleneck_drop")
-
-    for level in range(depth, 0, -1):
-        prefix = f"dec{level}"
-        x = blocks.decoder_block(
-            x,
-            skips[level - 1],
-            filters * 2 ** (level - 1),
-            name=prefix,
-            upsampling=upsampling,
-            attention=attention,
-            skip_crop=skip_crops[level - 1],
-            **conv_kwargs,
-        )
-        if drop_decoder:
-            x = blocks.dropout(x, dropout, name=f"{prefix}_drop")
-
+    if input_normalization == "per_image":
+        x = blocks.PerImageStandardization(name="input_norm")(x)
+    if backbone is None:
+        # Contracting path: levels 1..depth, then the bottleneck.
+        x, skips = _encoder(x, filters, depth, rate("encoder"), conv_kwargs)
+        x = blocks.conv_block(x, filters * 2**depth, name="bottleneck", **conv_kwargs)
+        if dropout_position != "decoder":
+            x = blocks.dropout(x, dropout, name="bottleneck_drop")
+        # Expanding path: levels depth..1, each joined by its skip connection.
+        crops = _skip_crops(depth, _shrink(padding, convs_per_block, kernel_size))
+        levels = [(level, skips[level - 1], filters * 2 ** (level - 1), crops[level - 1])
+                  for level in range(depth, 0, -1)]
+    else:
+        # A pretrained encoder; its stride-32 features are the bottleneck.
+        features = _backbone_encoder(x, backbone, backbone_weights, freeze_encoder)
+        x = features[-1]
+        # Levels 4..1 join the stride 16..2 features; level 0 restores the
+        # input resolution without a skip.
+        levels = [(level, features[level - 1] if level else None,
+                   max(1, filters * 2**level // 2), 0) for level in range(4, -1, -1)]
+    x = _decoder(x, levels, upsampling=upsampling, attention=attention,
+                 dropout=rate("decoder"), conv_kwargs=conv_kwargs)
     outputs = blocks.segmentation_head(
         x, num_classes, output_activation, kernel_initializer=kernel_initializer
     )
     return keras.Model(inputs, outputs, name=name)
 
 
-def _backbone_unet(
-    inputs, backbone, weights, freeze, num_classes, filters, output_activation,
-    upsampling, attention, decoder_dropout, conv_kwargs, name,
-) -> keras.Model:
-    """A U-Net whose encoder is a `keras.applications` backbone."""
+def _encoder(x, filters: int, depth: int, dropout: float, conv_kwargs: dict):
+    """The contracting path: `(pooled features, [skip features of levels 1..depth])`."""
+    skips = []
+    for level in range(1, depth + 1):
+        prefix = f"enc{level}"
+        x = blocks.conv_block(x, filters * 2 ** (level - 1), name=prefix, **conv_kwargs)
+        x = blocks.dropout(x, dropout, name=f"{prefix}_drop")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
+    return x, skips
+
+
+def _backbone_encoder(x, backbone: str, weights, freeze: bool) -> list:
+    """A `keras.applications` encoder: its features at strides 2..32."""
     from keras_unet.backbones import build_encoder
 
-    features, encoder = build_encoder(inputs, backbone, weights)
+    features, encoder = build_encoder(x, backbone, weights)
     encoder.trainable = not freeze
-    x = features[-1]
-    # Decoder levels 4..1 join the stride 16..2 features; level 0 restores
-    # the input resolution without a skip.
-    for level in range(4, -1, -1):
-        skip = features[level - 1] if level else None
+    return features
+
+
+def _decoder(x, levels, *, upsampling: str, attention: bool, dropout: float,
+             conv_kwargs: dict):
+    """The expanding path over `levels`: `(level, skip or None, filters,
+    skip crop)`, deepest first; each level doubles the resolution."""
+    for level, skip, width, crop in levels:
         prefix = f"dec{level}"
         x = blocks.decoder_block(
-            x, skip, max(1, filters * 2**level // 2), name=prefix, upsampling=upsampling,
-            attention=attention and skip is not None, **conv_kwargs,
+            x, skip, width, name=prefix, upsampling=upsampling,
+            attention=attention and skip is not None, skip_crop=crop, **conv_kwargs,
         )
-        x = blocks.dropout(x, decoder_dropout, name=f"{prefix}_drop")
-    outputs = blocks.segmentation_head(
-        x, num_classes, output_activation, kernel_initializer=conv_kwargs["kernel_initializer"]
-    )
-    return keras.Model(inputs, outputs, name=name)
+        x = blocks.dropout(x, dropout, name=f"{prefix}_drop")
+    return x
 
 
 def output_size(size: int, depth: int = 4, shrink: int = 0) -> int | None:
@@ -343,13 +342,17 @@ def _positive_int(option: str, value, minimum: int = 1) -> None:
 
 
 def _validate_options(**options) -> None:
-    """Checks every `build_unet` option once, with messages naming it."""
+    """Checks every `build_unet` option once, with messages naming it.
+
+    Also checks that a fixed input size can be pooled and restored.
+    """
     shape = options["input_shape"]
-    if len(shape) != 3 or any(
-        s is not None and (not isinstance(s, int) or s < 1) for s in shape[:2]
-    ) or not isinstance(shape[2], int) or shape[2] < 1:
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3 or any(
+        s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1)
+        for s in shape[:2]
+    ) or isinstance(shape[2], bool) or not isinstance(shape[2], int) or shape[2] < 1:
         raise ValueError(
-            f"input_shape={tuple(shape)!r} must be (height, width, channels) "
+            f"input_shape={shape!r} must be (height, width, channels) "
             "with positive integers (height and width may be None)."
         )
     for option in ("num_classes", "filters", "depth", "convs_per_block", "kernel_size"):
@@ -364,5 +367,18 @@ def _validate_options(**options) -> None:
     _one_of("upsampling", options["upsampling"], UPSAMPLINGS)
     _one_of("dropout_position", options["dropout_position"], DROPOUT_POSITIONS)
     _one_of("output_activation", options["output_activation"], OUTPUT_ACTIVATIONS)
-    if not 0.0 <= options["dropout"] < 1.0:
+    _one_of("input_normalization", options["input_normalization"], INPUT_NORMALIZATIONS)
+    if not isinstance(options["dropout"], (int, float)) or not 0.0 <= options["dropout"] < 1.0:
         raise ValueError(f"dropout={options['dropout']!r} must be in [0, 1).")
+    if options["backbone"] is not None:
+        if options["padding"] != "same":
+            raise ValueError(
+                f"padding={options['padding']!r} is not supported with a backbone; use 'same'.")
+        if options["input_normalization"] is not None:
+            raise ValueError("input_normalization is not supported with a backbone: the "
+                             "backbone scales its inputs as its pretrained weights expect.")
+    depth, padding = options["depth"], options["padding"]
+    shrink = _shrink(padding, options["convs_per_block"], options["kernel_size"])
+    for axis, size in zip(("height", "width"), shape[:2]):
+        if size is not None and output_size(size, depth, shrink) is None:
+            raise ValueError(_size_error(axis, size, depth, shrink, padding))

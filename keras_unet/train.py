@@ -1,21 +1,19 @@
 """Training: from a dataset folder to a trained U-Net in a run folder.
 
-A run folder holds everything about one training run::
+`train(config)` checks the data (every pair read once, as training will
+read it), builds the model and trains it, committing every epoch to the run
+folder (`keras_unet.runs`: atomic, flushed, never a non-finite model).
 
-    run/
-      config.json           the full configuration (reload it with --config)
-      labels.txt            class names, index = class id
-      checkpoints/best.keras  best validation Dice
-      checkpoints/last.keras  end of the last epoch
-      backup/               state for resuming after an interruption
-      log.csv               per-epoch losses and metrics
-      tensorboard/          TensorBoard logs
-      curves.png            training curves
-      summary.json          validation IoU/Dice per class
+Running `train` again on the same run folder:
 
-Running `train` again with the same run folder resumes after an
-interruption: same epoch, same weights and optimizer state (Keras'
-`BackupAndRestore`).
+- after an interruption, continues at the last epoch done, with its
+  weights, optimizer state and position in the input stream;
+- on a finished run with the same number of epochs, trains nothing and
+  returns its results; with more epochs, continues from where it ended;
+- with a configuration that differs in anything but the number of epochs
+  (and a few settings that do not change what is learned), refuses, naming
+  the difference: `force=True` (`--force`) starts over, or use another
+  run folder.
 
 Hardware: the GPU is used when TensorFlow sees one, with mixed precision and
 XLA there; several GPUs use `MirroredStrategy`; several machines use
@@ -30,7 +28,9 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -38,120 +38,37 @@ import numpy as np
 import tensorflow as tf
 
 from keras_unet import files
-from keras_unet.data import Augment, class_weights_from_counts, make_dataset, write_tfrecords
-from keras_unet.dataset import Dataset, check_dataset, load_dataset, split_dataset
-from keras_unet.evaluate import confusion_from_model, format_scores, per_class_scores
+from keras_unet.callbacks import EpochLine, NanGuard, RunRecorder, Validation
+from keras_unet.config import PATH_KEYS, RESUMABLE, ConfigError, TrainConfig
+from keras_unet.errors import KerasUnetError
+from keras_unet.inference import (
+    InferenceError,
+    find_labels,
+    load_keras_model,
+    output_count,
+)
 from keras_unet.labels import IGNORE_ID, labels_text
 from keras_unet.losses import get_loss
 from keras_unet.metrics import Dice, IoU
 from keras_unet.model import build_unet, size_multiple
+from keras_unet.pairs import (
+    Dataset,
+    check_dataset,
+    load_dataset,
+    split_dataset,
+)
+from keras_unet.pipeline import (
+    Augment,
+    class_weights_from_counts,
+    make_dataset,
+    write_tfrecords,
+)
+from keras_unet.runs import RunFolder, RunFolderError, RunState
 
 log = logging.getLogger(__name__)
 
-
-class TrainingError(RuntimeError):
+class TrainingError(KerasUnetError, RuntimeError):
     """Training stopped for a reason the user must act on (e.g. NaN loss)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; saved as `config.json` in the run.
-
-    Attributes:
-        data: Dataset folder (`images/`, `masks/`, `labels.txt`).
-        images_dir: Images folder of a plain folder pair (instead of `data`).
-        masks_dir: Masks folder of a plain folder pair.
-        labels: `labels.txt` path (default: the dataset's).
-        foreground_value: Binary masks: the mask value of the foreground.
-        val_fraction: Share of pairs held out for validation.
-        val_list: File of validation pair names, one per line (overrides
-            `val_fraction`).
-        work_dir: The run folder.
-        channels: Image channels fed to the model (1 grey, 3 RGB).
-        crop_size: Training crop size (a multiple of `2**depth`, 32 with a
-            backbone).
-        batch_size: Global batch size (split over GPUs/workers).
-        epochs: Training epochs.
-        steps_per_epoch: Steps per epoch; `None` is one pass over the
-            training images (more steps means more random crops per epoch).
-        lr: Peak learning rate (Adam).
-        schedule: `"cosine"` decay to 1 % over the run, or `"constant"`.
-        loss: `"dice_ce"`, `"dice"`, `"cross_entropy"`, `"focal"`, `"tversky"`.
-        class_weighting: `"none"` or `"median_frequency"` (pixel weights).
-        border_weights: Add the U-Net paper's weight term between touching
-            objects (`w0 = 10`, `sigma = 5` px); needs instance masks.
-        tfrecord_shards: Write the training split as this many TFRecord
-            shards in the run folder and read them with `interleave` (0 reads
-            the image files directly).
-        early_stopping: Patience in epochs on validation Dice (0 disables).
-        unfreeze_epoch: With `model: {backbone: ..., freeze_encoder: true}`,
-            make the encoder trainable from this epoch on (`None` never).
-        unfreeze_lr_factor: Learning-rate factor after unfreezing.
-        model: Keyword arguments of `build_unet`.
-        augment: Keyword arguments of `keras_unet.data.Augment`.
-        seed: Seed of the split, weights, shuffling and augmentation.
-        deterministic: Reproducible input order and augmentation.
-        mixed_precision: `"auto"` (on with a GPU), `"on"` or `"off"`.
-        jit_compile: `"auto"` (on with a GPU), `"on"` or `"off"`.
-        tensorboard: Write TensorBoard logs.
-        verbose: Keras progress output (1 bar, 2 a line per epoch, 0 none).
-    """
-
-    data: str | None = None
-    images_dir: str | None = None
-    masks_dir: str | None = None
-    labels: str | None = None
-    foreground_value: int | None = None
-    val_fraction: float = 0.2
-    val_list: str | None = None
-    work_dir: str = "runs/train"
-    channels: int = 3
-    crop_size: int = 256
-    batch_size: int = 8
-    epochs: int = 50
-    steps_per_epoch: int | None = None
-    lr: float = 1e-3
-    schedule: str = "cosine"
-    loss: str = "dice_ce"
-    class_weighting: str = "none"
-    border_weights: bool = False
-    tfrecord_shards: int = 0
-    early_stopping: int = 20
-    unfreeze_epoch: int | None = None
-    unfreeze_lr_factor: float = 0.1
-    model: dict = field(default_factory=lambda: {"filters": 32, "depth": 4})
-    augment: dict = field(default_factory=dict)
-    seed: int = 0
-    deterministic: bool = False
-    mixed_precision: str = "auto"
-    jit_compile: str = "auto"
-    tensorboard: bool = True
-    verbose: int = 1
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
-        """Loads a YAML or JSON config; `overrides` win over the file.
-
-        Raises:
-            ValueError: On unknown keys, naming them and the file.
-        """
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
-        return cls(**{**values, **overrides})
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the config as JSON."""
-        files.write_text(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
 
 @dataclass
@@ -161,9 +78,10 @@ class TrainResult:
     Attributes:
         model: The trained model (best checkpoint).
         run_dir: The run folder.
-        history: Per-epoch logs of this call (`{"loss": [...], ...}`).
-        scores: Per-class validation scores (see `per_class_scores`).
+        history: Per-epoch logs of the whole run (`{"loss": [...], ...}`).
+        scores: Validation scores of the best checkpoint (`summary.json`).
         initial_epoch: Epoch training started at (> 0 after a resume).
+        already_finished: The run had finished before: nothing was trained.
     """
 
     model: keras.Model
@@ -171,41 +89,7 @@ class TrainResult:
     history: dict
     scores: dict
     initial_epoch: int
-
-
-class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where."""
-
-    def __init__(self):
-        super().__init__()
-        self.message = None
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.message = (
-                f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch "
-                f"{batch + 1}: training stopped. Lower the learning rate (--lr), check "
-                "that the masks hold only class ids of the label map, or turn mixed "
-                "precision off (--mixed-precision off)."
-            )
-            self.model.stop_training = True
-
-
-class _EpochCounter(keras.callbacks.Callback):
-    """Records the first epoch run (to detect a resume)."""
-
-    def __init__(self):
-        super().__init__()
-        self.first_epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.first_epoch is None:
-            self.first_epoch = epoch
+    already_finished: bool = False
 
 
 def select_strategy() -> tf.distribute.Strategy:
@@ -223,8 +107,6 @@ def select_strategy() -> tf.distribute.Strategy:
 
 
 def _auto(setting: str, default: bool) -> bool:
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"expected 'auto', 'on' or 'off', got {setting!r}")
     return default if setting == "auto" else setting == "on"
 
 
@@ -248,7 +130,9 @@ def _work_around_keras_multi_worker(model) -> None:
     ("Invalid reduction dimension 0"). Forgetting the strategy the model
     remembers makes `fit()` take it from the surrounding scope and build
     lazily; giving the logs a length-1 axis makes the average well defined.
-    Gradients are all-reduced across the workers as usual.
+    Gradients are all-reduced across the workers as usual. (Validation runs
+    in `keras_unet.callbacks.Validation`, on each worker, not through
+    `evaluate()`.)
     """
     model._distribute_strategy = None
 
@@ -258,17 +142,17 @@ def _work_around_keras_multi_worker(model) -> None:
         return wrapped
 
     model.train_step = with_axis(model.train_step)
-    model.test_step = with_axis(model.test_step)
 
 
 def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
     """Lists, checks and splits the dataset of a config.
 
     Returns:
-        `(train, val, pixel_counts)`.
+        `(train, val, pixel_counts)`; with the instance target, the counts
+        include the boundary class (id `num_classes`).
 
     Raises:
-        keras_unet.dataset.DatasetError: On bad input, naming the file.
+        keras_unet.pairs.DatasetError: On bad input, naming the files.
     """
     dataset = load_dataset(
         config.data,
@@ -277,158 +161,361 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
         labels=config.labels,
         foreground_value=config.foreground_value,
     )
-    counts = check_dataset(dataset)
-    val_names = None
-    if config.val_list:
-        val_names = Path(config.val_list).read_text().split()
-    train, val = split_dataset(dataset, config.val_fraction, config.seed, val_names)
+    counts = check_dataset(dataset, instances=config.target == "instances"
+                           or config.border_weights)
+    train, val = split_dataset(dataset, config.val_fraction, config.seed,
+                               config.validation_names())
     return train, val, counts
 
 
-def train(config: TrainConfig, extra_callbacks: list | None = None) -> TrainResult:
+def prepare_run(run: RunFolder, config: TrainConfig, force: bool = False) -> RunState | None:
+    """Decides how a run folder is used: a new run, or one to continue.
+
+    Args:
+        run: The run folder.
+        config: The configuration asked for.
+        force: Start over, deleting the folder's training outputs.
+
+    Returns:
+        The committed state to continue from, or `None` for a new run.
+
+    Raises:
+        RunFolderError: If the folder holds a run of another configuration,
+            or files of a run but no state, or more epochs than asked for.
+    """
+    if force:
+        run.clear()
+        return None
+    state = run.read_state()
+    if state is None:
+        if run.holds_a_run():
+            raise RunFolderError(
+                f"{run.path} holds files of a training run but no state.json (an older "
+                "keras-unet, or a run that never finished an epoch): use --force to start "
+                "over, or another --work-dir")
+        return None
+    if run.config.is_file():
+        saved = TrainConfig.from_file(run.config)
+        different = _differences(saved, config)
+        if different:
+            raise RunFolderError(
+                f"{run.path} holds a run with another configuration ({'; '.join(different)}):"
+                " use --force to start over, or another --work-dir")
+    if config.epochs < state.epochs_done:
+        raise RunFolderError(
+            f"{run.path} has already trained {state.epochs_done} epochs, more than the "
+            f"{config.epochs} asked for: ask for more epochs to continue, or use --force to "
+            "start over")
+    return state
+
+
+def _differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
+    """The settings that differ between two configs (except `RESUMABLE`)."""
+    a, b = dataclasses.asdict(saved), dataclasses.asdict(asked)
+    for key in PATH_KEYS:
+        for values in (a, b):
+            if values[key]:
+                values[key] = str(Path(values[key]).resolve())
+    return [f"{key}: {a[key]!r} before, {b[key]!r} now" for key in a
+            if key not in RESUMABLE and a[key] != b[key]]
+
+
+def train(
+    config: TrainConfig, extra_callbacks: list | None = None, *, force: bool = False
+) -> TrainResult:
     """Trains a U-Net as configured and writes the run folder.
 
     Args:
         config: The configuration.
         extra_callbacks: More Keras callbacks, run after keras-unet's own.
+        force: Start over in a folder that holds another run.
 
     Returns:
         A `TrainResult` with the best model and validation scores.
 
     Raises:
-        keras_unet.dataset.DatasetError: On bad input data.
-        TrainingError: If the loss becomes NaN.
+        ConfigError: On a bad configuration value.
+        keras_unet.pairs.DatasetError: On bad input data.
+        keras_unet.runs.RunFolderError: If the run folder cannot be used as
+            asked (see `prepare_run`).
+        TrainingError: If the loss becomes NaN (the run folder keeps the last
+            good epoch).
     """
-    keras.utils.set_random_seed(config.seed)
-    run_dir = Path(config.work_dir)
-    train_set, val_set, counts = load_training_data(config)
-    names = train_set.names
+    config.validate()
     strategy = select_strategy()
     chief = _is_chief(strategy)
-    out_dir = run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.json")
-    files.write_text(out_dir / "labels.txt", labels_text(names))
+    run_dir = Path(config.work_dir)
+    run = RunFolder(run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}")
+    state = prepare_run(run, config, force)
+    if state is not None and state.finished and config.epochs <= state.epochs_done:
+        log.info("%s: finished before (%d epochs): nothing to train", run.path,
+                 state.epochs_done)
+        return _result(run, state, initial_epoch=state.epochs_done, already_finished=True)
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    train_set, val_set, counts = load_training_data(config)
+    names = train_set.names
+    outputs = output_count(len(names), config.target)
+    run.path.mkdir(parents=True, exist_ok=True)
+    config.save(run.config)
+    files.write_text(run.labels, labels_text(names))
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
     policy = "mixed_float16" if _auto(config.mixed_precision, gpu) else "float32"
     multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
     if config.class_weighting == "median_frequency":
-        weights = class_weights_from_counts(counts, len(names))
-        log.info("class weights: %s", dict(zip(names, np.round(weights, 3))))
-    elif config.class_weighting != "none":
-        raise ValueError(
-            f"class_weighting={config.class_weighting!r}: 'none' or 'median_frequency'"
-        )
+        classes = len(names) + (config.target == "instances")
+        weights = class_weights_from_counts(counts, classes)
+        log.info("class weights: %s", np.round(weights, 3).tolist())
     records = None
     if config.tfrecord_shards:
         shard_dir = run_dir / "tfrecords"
         if chief and not list(shard_dir.glob("train-*.tfrecord")):
             write_tfrecords(train_set, shard_dir, config.tfrecord_shards)
         records = str(shard_dir / "train-*.tfrecord")
-    train_ds = make_dataset(
-        train_set, channels=config.channels, training=True, batch_size=config.batch_size,
-        crop_size=config.crop_size, pad_multiple=multiple,
-        augmentations=Augment(**config.augment), class_weights=weights,
-        border_weights=config.border_weights, records=records,
-        seed=config.seed, deterministic=config.deterministic,
-    )
-    val_ds = make_dataset(
-        val_set, channels=config.channels, training=False, batch_size=1,
-        pad_multiple=multiple, deterministic=config.deterministic,
-    )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
     steps = config.steps_per_epoch or math.ceil(len(train_set.images) / config.batch_size)
-    if config.steps_per_epoch:
-        train_ds = train_ds.repeat()
 
-    outputs = 1 if len(names) == 2 else len(names)
-    if config.schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule={config.schedule!r}: 'cosine' or 'constant'")
-
-    def compile_model(model, peak_lr, epochs):
-        lr = peak_lr
-        if config.schedule == "cosine":
-            lr = keras.optimizers.schedules.CosineDecay(peak_lr, epochs * steps, alpha=0.01)
-        model.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=get_loss(config.loss, ignore_class=IGNORE_ID),
-            metrics=[IoU(outputs, ignore_class=IGNORE_ID), Dice(outputs, ignore_class=IGNORE_ID)],
-            jit_compile=_auto(config.jit_compile, gpu),
+    def training_stream(start: int) -> tf.data.Dataset:
+        ds = make_dataset(
+            train_set, channels=config.channels, training=True, batch_size=config.batch_size,
+            crop_size=config.crop_size, pad_multiple=multiple,
+            augmentations=Augment(**config.augment), class_weights=weights,
+            border_weights=config.border_weights, target=config.target, records=records,
+            seed=config.seed, deterministic=config.deterministic, start=start,
         )
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return ds.with_options(options)
 
-    # Epoch ranges: one phase, or frozen encoder then unfrozen at a lower rate.
-    phases = [(0, config.epochs)]
-    if config.unfreeze_epoch and config.model.get("freeze_encoder"):
-        phases = [(0, config.unfreeze_epoch), (config.unfreeze_epoch, config.epochs)]
+    validation = Validation(val_set, channels=config.channels, target=config.target,
+                            objects=bool(val_set.instances))
+    monitor = "val_ap" if config.target == "instances" else "val_dice"
+
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:  # the layers keep the policy they were built with
         with strategy.scope():
             model = build_unet((None, None, config.channels), outputs, **config.model)
-            compile_model(model, config.lr, phases[0][1])
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    if state is None and config.init_from:
+        initialize_from(model, config.init_from, names, config.target)
 
-    checkpoints = out_dir / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
-    guard, counter = NanGuard(), _EpochCounter()
-    callbacks = [
-        guard,
-        counter,
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoints / "best.keras"), monitor="val_dice", mode="max", save_best_only=True
-        ),
-        keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")),
-        keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=True),
-    ]
-    if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_dice", mode="max", patience=config.early_stopping,
-            restore_best_weights=False,
-        ))
+    def compile_model(peak_lr, total_epochs):
+        lr = peak_lr
+        if config.schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(peak_lr, total_epochs * steps,
+                                                        alpha=0.01)
+        foreground = [1] if outputs == 1 else list(range(1, outputs))
+        with strategy.scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(lr),
+                loss=get_loss(config.loss, ignore_class=IGNORE_ID),
+                metrics=[IoU(outputs, class_ids=foreground, ignore_class=IGNORE_ID),
+                         Dice(outputs, class_ids=foreground, ignore_class=IGNORE_ID)],
+                jit_compile=_auto(config.jit_compile, gpu),
+            )
+
+    if state is None:
+        epochs = config.epochs
+        if config.time_budget:
+            epochs = _epochs_in_budget(config, model, compile_model, training_stream, steps,
+                                       validation)
+        state = RunState(epochs=epochs, monitor=monitor)
+    else:
+        if state.finished or not config.time_budget:  # a budgeted run keeps its epochs
+            state.epochs = max(config.epochs, state.epochs_done)
+        state.finished = state.stopped_early = False
+        run.publish(state)  # finishes what a killed process left undone
+    start_epoch = state.epochs_done
+    phases = _phases(config, state.epochs)
+    current = next(i for i, (_, end) in enumerate(phases)
+                   if start_epoch < end or i == len(phases) - 1)
+    if current:
+        model.get_layer("encoder").trainable = True
+    compile_model(*_phase_lr(config, phases, current))
+    if start_epoch:
+        _restore(model, run.path / state.backup)
+        log.info("%s: continuing at epoch %d of %d", run.path, start_epoch + 1, state.epochs)
+
+    guard = NanGuard()
+    recorder = RunRecorder(run, state, guard, steps * config.batch_size,
+                           config.early_stopping)
+    interactive = config.verbose == 1 and sys.stdout.isatty()
+    callbacks = [guard, validation, recorder]
+    if config.verbose and not interactive:
+        callbacks.append(EpochLine(state.epochs))
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(str(run.tensorboard)))
     callbacks += extra_callbacks or []
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _work_around_keras_multi_worker(model)
-    history = {}
-    for start, end in phases:
-        with strategy.scope():
-            if start:
-                log.info("epoch %d: unfreezing the encoder", start + 1)
-                model.get_layer("encoder").trainable = True
-                compile_model(model, config.lr * config.unfreeze_lr_factor, end - start)
-            fitted = model.fit(
-                train_ds, validation_data=val_ds, initial_epoch=start, epochs=end,
-                steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
-            )
-        for key, values in fitted.history.items():
-            history.setdefault(key, []).extend(values)
+    for index in range(current, len(phases)):
+        start, end = phases[index]
+        if index > current:
+            log.info("epoch %d: unfreezing the encoder", start + 1)
+            model.get_layer("encoder").trainable = True
+            compile_model(*_phase_lr(config, phases, index))
+        try:
+            with strategy.scope():
+                model.fit(
+                    training_stream(state.examples_seen), initial_epoch=state.epochs_done,
+                    epochs=end, steps_per_epoch=steps, callbacks=callbacks,
+                    verbose=1 if interactive else 0,
+                )
+        except RunFolderError as err:
+            raise TrainingError(str(err)) from None
         if guard.message:
             raise TrainingError(guard.message)
         if model.stop_training:
             break
+    state.finished = True
+    run.write_state(state)
+    return _result(run, state, initial_epoch=start_epoch, validation=validation,
+                   plot=chief)
 
-    if chief:
-        plot_curves(out_dir / "log.csv", out_dir / "curves.png")
-    best = checkpoints / "best.keras"
-    model = keras.models.load_model(best) if best.is_file() else model
-    scores = per_class_scores(confusion_from_model(model, val_ds, len(names)), names)
-    files.write_text(out_dir / "summary.json", json.dumps(scores, indent=2) + "\n")
-    log.info("validation scores (best checkpoint):\n%s", format_scores(scores))
-    return TrainResult(model, out_dir, history, scores, counter.first_epoch or 0)
+
+def _phases(config: TrainConfig, epochs: int) -> list[tuple[int, int]]:
+    """Epoch ranges: one phase, or a frozen encoder then unfrozen."""
+    if config.unfreeze_epoch and config.model.get("freeze_encoder") and (
+            config.unfreeze_epoch < epochs):
+        return [(0, config.unfreeze_epoch), (config.unfreeze_epoch, epochs)]
+    return [(0, epochs)]
+
+
+def _phase_lr(config: TrainConfig, phases, index: int) -> tuple[float, int]:
+    """`(peak learning rate, epochs)` of phase `index`."""
+    start, end = phases[index]
+    factor = config.unfreeze_lr_factor if index else 1.0
+    return config.lr * factor, end - start
+
+
+def _restore(model, backup: Path) -> None:
+    """Loads committed weights and optimizer state into the compiled `model`.
+
+    Raises:
+        keras_unet.runs.RunFolderError: If the backup does not fit the model.
+    """
+    saved = keras.models.load_model(backup, compile=True)
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    mine, theirs = model.optimizer.variables, saved.optimizer.variables
+    if len(mine) != len(theirs):
+        raise RunFolderError(f"{backup}: its optimizer state does not fit the model "
+                             f"({len(theirs)} variables, {len(mine)} expected)")
+    for variable, value in zip(mine, theirs):
+        variable.assign(value)
+
+
+def _result(run: RunFolder, state: RunState, *, initial_epoch: int, validation=None,
+            plot: bool = True, already_finished: bool = False) -> TrainResult:
+    """Loads the best model, scores it (once) and plots the curves."""
+    model = keras.models.load_model(run.best if run.best.is_file() else run.last)
+    if validation is not None:
+        scores = validation.score(model)
+        scores = {k: v for k, v in scores.items() if not k.startswith("val_")}
+        files.write_text(run.summary, json.dumps(scores, indent=2) + "\n")
+    else:
+        scores = json.loads(run.summary.read_text(encoding="utf-8"))
+    if plot and state.history:
+        plot_curves(run.log, run.curves)
+    history = {}
+    for row in state.history:
+        for key, value in row.items():
+            if key != "epoch":
+                history.setdefault(key, []).append(value)
+    return TrainResult(model, run.path, history, scores, initial_epoch, already_finished)
+
+
+def _epochs_in_budget(config, model, compile_model, training_stream, steps, validation) -> int:
+    """Epochs that fit the time budget, measured on the model itself.
+
+    Times a few training steps on a copy of the model (so the run itself
+    starts from its initial weights) and one validation pass.
+    """
+    probe = keras.models.clone_model(model)
+    probe.compile(optimizer=keras.optimizers.Adam(config.lr),
+                  loss=get_loss(config.loss, ignore_class=IGNORE_ID),
+                  jit_compile=model.jit_compile)
+    stream = iter(training_stream(0))
+    probe.train_on_batch(*next(stream))  # tracing
+    count = 5
+    started = time.perf_counter()
+    for _ in range(count):
+        probe.train_on_batch(*next(stream))
+    step = (time.perf_counter() - started) / count
+    started = time.perf_counter()
+    validation.score(probe)
+    validate = time.perf_counter() - started
+    per_epoch = steps * step + validate
+    budget = config.time_budget * 60
+    epochs = max(1, min(config.epochs, int(budget // per_epoch)))
+    log.info("time budget %.0f min: %.2f s per step, %.0f s per validation -> %d epochs of "
+             "%d steps (%.0f s each)", config.time_budget, step, validate, epochs, steps,
+             per_epoch)
+    return epochs
+
+
+def initialize_from(model, source: str | os.PathLike, names: list[str], target: str) -> None:
+    """Starts `model` from the weights of an earlier model (fine-tuning).
+
+    Args:
+        model: The new model (same build options as the earlier one).
+        source: A run folder (its `best.keras`) or a `.keras` file.
+        names: This dataset's class names.
+        target: This run's target.
+
+    Raises:
+        ConfigError: If the earlier model cannot be read, its label map is
+            not this one or a prefix of it, or its layers differ (other
+            build options).
+    """
+    source = Path(source)
+    path = RunFolder(source).best if source.is_dir() else source
+    try:
+        earlier = load_keras_model(path)
+        earlier_names, _ = find_labels(path)
+    except InferenceError as err:
+        raise ConfigError(f"--init-from: {err}") from None
+    if earlier_names is not None:
+        if earlier_names != names[:len(earlier_names)]:
+            raise ConfigError(
+                f"--init-from {source}: its classes {earlier_names} are not this dataset's "
+                f"{names} (nor a prefix of them): the class ids would mean other things")
+    same_head = earlier.output_shape[-1] == model.output_shape[-1]
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            old = earlier.get_layer(layer.name)
+        except ValueError:
+            raise ConfigError(f"--init-from {source}: it has no layer {layer.name!r}; build "
+                              "the new model with the same model options") from None
+        shapes = [tuple(w.shape) for w in old.weights]
+        if shapes == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(old.get_weights())
+        elif layer.name != "head_conv":
+            raise ConfigError(f"--init-from {source}: layer {layer.name!r} has weights of "
+                              f"shapes {shapes}, the new model "
+                              f"{[tuple(w.shape) for w in layer.weights]}; use the same "
+                              "model options (filters, depth, ...)")
+    if same_head:
+        log.info("initialized from %s", path)
+    else:
+        log.warning("initialized from %s with a new output head (%d outputs, %s target; it "
+                    "had %d): the new classes start untrained", path,
+                    model.output_shape[-1], target, earlier.output_shape[-1])
 
 
 def plot_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Plots loss and Dice per epoch from a Keras CSV log into a PNG.
+    """Plots loss and Dice per epoch from the run's `log.csv` into a PNG.
 
     Args:
-        log_csv: `CSVLogger` output.
+        log_csv: The run's log (one row per epoch).
         path: PNG to write.
     """
     import matplotlib
@@ -439,8 +526,9 @@ def plot_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> None:
     rows = np.genfromtxt(log_csv, delimiter=",", names=True)
     rows = np.atleast_1d(rows)
     epochs = rows["epoch"] + 1
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "dice")):
+    keys = ["loss", "dice"] + (["ap"] if "val_ap" in rows.dtype.names else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+    for ax, key in zip(axes, keys):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in rows.dtype.names:
                 ax.plot(epochs, rows[prefix + key], style, label=prefix + key)

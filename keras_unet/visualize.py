@@ -34,17 +34,26 @@ def overlay(
     mask: np.ndarray,
     names: list[str] | None = None,
     alpha: float = 0.5,
+    *,
+    outline: bool = False,
+    objects: np.ndarray | None = None,
 ) -> PIL.Image.Image:
-    """Blends a coloured mask over an image and adds a legend strip below.
+    """Draws a mask over an image and adds a legend strip below.
 
-    Background (0) is left unblended so the image stays readable; the legend
-    lists the classes present in the mask (and ignore, if any).
+    Background (0) is left untouched so the image stays readable. Filled
+    (default): class colours blended over the image. Outline: only the
+    borders of the regions are drawn, opaque, which stays readable on
+    strongly coloured images (stained tissue) and shows each object of an
+    instance prediction. The legend lists the classes present (and ignore).
 
     Args:
         image: `(H, W, 3)` uint8 RGB image (or `(H, W)` grey).
         mask: `(H, W)` class ids, 255 = ignore.
         names: Class names by id, for the legend; ids are shown without it.
-        alpha: Opacity of the mask colours.
+        alpha: Opacity of the filled colours.
+        outline: Draw region borders instead of filled regions.
+        objects: `(H, W)` object ids; with `outline`, the borders between
+            objects are drawn too.
 
     Returns:
         An RGB PIL image of size `(W, H + legend height)`.
@@ -55,9 +64,26 @@ def overlay(
     colored = PIL.Image.fromarray(mask)
     colored.putpalette(_colors())  # a "P" image: class ids through the colours
     colored = colored.convert("RGB")
-    picture.paste(PIL.Image.blend(picture, colored, alpha), mask=classes.point(_LABELLED))
+    if outline:
+        regions = mask.astype(np.int64) if objects is None else (
+            np.asarray(objects, np.int64) * 256 + mask)
+        edges = _edges(regions) & (mask != 0)
+        picture.paste(colored, mask=PIL.Image.fromarray(edges.astype(np.uint8) * 255))
+    else:
+        picture.paste(PIL.Image.blend(picture, colored, alpha),
+                      mask=classes.point(_LABELLED))
     present = [i for i, count in enumerate(classes.histogram()) if count and i != 0]
     return _with_legend(picture, present, names)
+
+
+def _edges(regions: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour in another region (a 1-pixel border)."""
+    edges = np.zeros(regions.shape, bool)
+    edges[1:] |= regions[1:] != regions[:-1]
+    edges[:-1] |= regions[:-1] != regions[1:]
+    edges[:, 1:] |= regions[:, 1:] != regions[:, :-1]
+    edges[:, :-1] |= regions[:, :-1] != regions[:, 1:]
+    return edges
 
 
 def _with_legend(picture: PIL.Image.Image, ids: list[int], names) -> PIL.Image.Image:

@@ -4,14 +4,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.dataset import load_dataset
-from keras_unet.evaluate import (
-    confusion,
-    evaluate_dataset,
-    format_confusion,
-    otsu_threshold,
-    per_class_scores,
-)
+from keras_unet.pairs import load_dataset
+from keras_unet.baselines import otsu_threshold
+from keras_unet.evaluate import evaluate_dataset
+from keras_unet.scores import confusion, format_confusion, per_class_scores
 from keras_unet.files import save_mask
 from keras_unet.inference import Predictor
 

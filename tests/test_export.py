@@ -148,7 +148,37 @@ def test_export_run_writes_every_precision_and_a_report(trained_run, tmp_path):
                          verification_samples=4, latency_runs=1)
     assert [r.precision for r in reports] == ["float32", "float16"]
     saved = json.loads((tmp_path / "export_report.json").read_text())
-    assert saved[0]["agreement"]["mask_agreement"] >= 0.999
+    assert saved["written"][0]["agreement"]["mask_agreement"] >= 0.999
+    assert saved["refused"] == []
+
+
+def test_a_refused_precision_leaves_the_others_written_and_reported(trained_run, tmp_path):
+    """float32 reproduces Keras on every pixel; int8 cannot, so 100 % refuses it."""
+    run, _ = trained_run
+    with pytest.raises(ExportVerificationError, match=r"int8.*\(written: float32; see"):
+        export_run(run, tmp_path, precisions=("float32", "int8"), input_size=(64, 64),
+                   verification_samples=4, calibration_samples=4, latency_runs=1,
+                   min_agreement=1.0)
+    saved = json.loads((tmp_path / "export_report.json").read_text())
+    assert [r["precision"] for r in saved["written"]] == ["float32"]
+    assert [r["precision"] for r in saved["refused"]] == ["int8"]
+    assert "agrees with Keras on only" in saved["refused"][0]["reason"]
+    assert (tmp_path / "model_float32.tflite").is_file()
+    assert not (tmp_path / "model_int8.tflite").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(verification_samples=0), "--verification-samples 0: must be at least 1"),
+    (dict(calibration_samples=0), "--calibration-samples 0: must be at least 1"),
+    (dict(min_agreement=float("nan")), r"must be a fraction in \[0, 1\], got nan"),
+    (dict(min_agreement=1.5), r"must be a fraction in \[0, 1\], got 1.5"),
+])
+def test_bad_export_options_are_refused_before_anything_is_written(
+        trained_run, tmp_path, options, message):
+    run, _ = trained_run
+    with pytest.raises(ExportError, match=message):
+        export_run(run, tmp_path / "out", precisions=("float32",), **options)
+    assert not (tmp_path / "out").exists()
 
 
 def test_saved_model_export_is_verified(model, held_out, tmp_path):

@@ -13,9 +13,9 @@ from keras_unet.inference import (
     load_predictor,
     predict_image,
     predict_tiled,
-    read_image,
     tile_starts,
 )
+from keras_unet.readers import read_image
 
 
 def keras_predictor(model, calls):

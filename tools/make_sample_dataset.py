@@ -58,6 +58,13 @@ def main() -> None:
         )
     print(summary.format())
     write_text(output / "val.txt", "\n".join(sorted(chosen["val"])) + "\n")
+    write_text(output / "modalities.csv", modalities_csv(rows, chosen["train"] + chosen["val"]))
+
+
+def modalities_csv(rows: list[dict], names: list[str]) -> str:
+    """`name,modality` lines of the chosen images (the main job reports per modality)."""
+    modality = {r["id"]: r["modality"] for r in rows}
+    return "name,modality\n" + "".join(f"{n},{modality[n]}\n" for n in sorted(names))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 
-from keras_unet.labels import IGNORE_ID, read_labels
+from keras_unet.errors import KerasUnetError
+from keras_unet.labels import IGNORE_ID, LabelMapError, read_labels
+from keras_unet.readers import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    ReadError,
+    image_size,
+    read_instances,
+    read_mask,
+)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
-
-class DatasetError(ValueError):
+class DatasetError(KerasUnetError, ValueError):
     """A dataset that cannot be used; the message names the file."""
 
 
@@ -128,7 +134,12 @@ def load_dataset(
         more = f" (and {len(unmatched) - 1} more unpaired files)" if len(unmatched) > 1 else ""
         raise DatasetError(what + more)
     if isinstance(labels, (str, os.PathLike)):
-        names = read_labels(labels)
+        if not Path(labels).is_file():
+            raise DatasetError(f"{labels}: labels file not found")
+        try:
+            names = read_labels(labels)
+        except LabelMapError as err:
+            raise DatasetError(str(err)) from None
     elif labels is not None:
         names = list(labels)
     elif foreground_value is not None:
@@ -149,78 +160,79 @@ def load_dataset(
     )
 
 
-def check_dataset(dataset: Dataset) -> dict[int, int]:
-    """Reads every pair once and checks that it can be trained on.
+def check_dataset(dataset: Dataset, *, instances: bool = False) -> dict[int, int]:
+    """Reads every pair once, as training will, and checks it can be trained on.
+
+    The files are read with `keras_unet.readers`, the readers the training
+    pipeline uses, so what passes here trains as it was checked. Every bad
+    pair is found before the error is raised.
 
     Args:
         dataset: The pairs.
+        instances: Also check the instance masks (instance-mode training,
+            border weights).
 
     Returns:
         Pixel counts per class id over all masks (ignore excluded).
 
     Raises:
-        DatasetError: Naming the file, if an image or mask cannot be read, a
-            mask is lossy (JPEG), their sizes differ, or a mask holds values
-            outside the label map.
+        DatasetError: Naming each bad file (the first ten) and what is wrong:
+            an unreadable image or mask, a lossy (JPEG) mask, a mask of
+            another size than its image, mask values outside the label map,
+            a missing or mismatched instance mask.
     """
+    if instances and not dataset.instances:
+        raise DatasetError(
+            "instance masks are needed (an instances/ folder beside images/ and masks/, "
+            "with a 16-bit instance-id PNG per mask): convert with labelme2masks --instances"
+        )
     counts = np.zeros(256, np.int64)
-    for image_path, mask_path in zip(dataset.images, dataset.masks):
-        image_size = _image_size(image_path)
-        mask = read_mask(mask_path, dataset.foreground_value)
-        if Path(mask_path).suffix.lower() in (".jpg", ".jpeg"):
-            raise DatasetError(f"{mask_path}: masks must be lossless (PNG), not JPEG")
-        if mask.shape != image_size:
-            raise DatasetError(
-                f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image "
-                f"{image_path} is {image_size[0]}x{image_size[1]}"
-            )
-        values = np.bincount(mask.ravel(), minlength=256)
-        bad = [int(v) for v in np.nonzero(values)[0] if v >= dataset.num_classes and v != IGNORE_ID]
-        if bad:
-            raise DatasetError(
-                f"{mask_path}: mask values {bad[:5]} are outside the label map "
-                f"(0..{dataset.num_classes - 1}, 255 = ignore)"
-                + ("; binary 0/255 masks need foreground_value=255" if bad == [255] else "")
-            )
-        counts += values
+    problems = []
+    for index, (image_path, mask_path) in enumerate(zip(dataset.images, dataset.masks)):
+        try:
+            counts += _check_pair(dataset, index, instances)
+        except (DatasetError, ReadError) as err:
+            problems.append(str(err))
+    if problems:
+        shown = problems[:10]
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DatasetError(
+            f"{len(problems)} of {len(dataset.masks)} image/mask pairs cannot be trained on:\n  "
+            + "\n  ".join(shown) + more
+        )
     counts[IGNORE_ID] = 0
     return {i: int(n) for i, n in enumerate(counts) if n}
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    try:
-        with PIL.Image.open(path) as image:
-            image.verify()
-            return image.size[1], image.size[0]
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"{path}: unreadable image ({err})") from None
-
-
-def read_mask(path: str, foreground_value: int | None = None) -> np.ndarray:
-    """Reads a mask as uint8 class ids (palette indices or grey values).
-
-    Args:
-        path: Mask file.
-        foreground_value: For binary masks, the value that becomes class 1.
-
-    Returns:
-        `(H, W)` uint8 array.
-
-    Raises:
-        DatasetError: If the file cannot be read.
-    """
-    try:
-        with PIL.Image.open(path) as image:
-            array = np.asarray(image)
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path}: unreadable mask ({err})") from None
-    if array.ndim == 3:
-        array = array[..., 0]
-    if foreground_value is not None:
-        return (array == foreground_value).astype(np.uint8)
-    if array.max(initial=0) > 255:
-        raise DatasetError(f"{path}: mask values above 255 (a 16-bit instance mask?)")
-    return array.astype(np.uint8)
+def _check_pair(dataset: Dataset, index: int, instances: bool) -> np.ndarray:
+    """Checks pair `index`; returns its mask's 256-bin value histogram."""
+    image_path, mask_path = dataset.images[index], dataset.masks[index]
+    if Path(mask_path).suffix.lower() not in MASK_SUFFIXES:
+        raise DatasetError(f"{mask_path}: masks must be lossless (PNG), not JPEG")
+    size = image_size(image_path)
+    mask = read_mask(mask_path, dataset.foreground_value)
+    if mask.shape != size:
+        raise DatasetError(
+            f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image "
+            f"{image_path} is {size[0]}x{size[1]}"
+        )
+    values = np.bincount(mask.ravel(), minlength=256)
+    bad = [int(v) for v in np.nonzero(values)[0] if v >= dataset.num_classes and v != IGNORE_ID]
+    if bad:
+        raise DatasetError(
+            f"{mask_path}: mask values {bad[:5]} are outside the label map "
+            f"(0..{dataset.num_classes - 1}, 255 = ignore)"
+            + ("; binary 0/1 or 0/N masks need --foreground-value" if dataset.num_classes == 2
+               else "")
+        )
+    if instances:
+        ids = read_instances(dataset.instances[index])
+        if ids.shape != size:
+            raise DatasetError(
+                f"{dataset.instances[index]}: instance mask is {ids.shape[0]}x{ids.shape[1]} "
+                f"but its image {image_path} is {size[0]}x{size[1]}"
+            )
+    return values
 
 
 def split_dataset(

@@ -1,12 +1,12 @@
-"""Tests for keras_unet.data: the tf.data pipeline and joint augmentation."""
+"""Tests for keras_unet.pipeline: the tf.data pipeline and joint augmentation."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
 
-from keras_unet.data import Augment, class_weights_from_counts, make_dataset, pixel_weights
-from keras_unet.dataset import load_dataset
+from keras_unet.pipeline import Augment, class_weights_from_counts, make_dataset, pixel_weights
+from keras_unet.pairs import load_dataset
 from keras_unet.files import save_mask
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=None)
@@ -180,7 +180,7 @@ def test_border_weights_move_with_the_mask(blobs_with_instances):
 
 
 def test_tfrecord_shards_give_the_same_examples_as_files(blobs, tmp_path):
-    from keras_unet.data import write_tfrecords
+    from keras_unet.pipeline import write_tfrecords
 
     paths = write_tfrecords(blobs, tmp_path, shards=3)
     assert len(paths) == 3

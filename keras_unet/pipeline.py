@@ -1,35 +1,51 @@
-"""The tf.data input pipeline: decode, augment jointly, batch, prefetch.
+"""The tf.data input pipeline: read, augment jointly, batch, prefetch.
 
-Images are decoded in graph (PNG/JPEG/BMP, 8 or 16 bits, 1 or 3 channels)
-and scaled to [0, 1]. Masks are class-id PNGs; palette masks decode to RGB in
-TensorFlow, and keras-unet's palette puts the class id in the red channel, so
-channel 0 is the class id for palette and greyscale masks alike.
+Files are read with `keras_unet.readers` (the readers the dataset check,
+evaluation and prediction use), so training sees exactly what was checked:
+images as float32 in [0, 1], masks as class ids (grey or palette PNGs, 8 or
+16 bits), instance masks as ids.
 
-Augmentations draw their random numbers once per example from a stateless
-seed and apply the same draw to image and mask: flips, 90-degree rotations,
-random scale and crop (masks always nearest neighbour), brightness/contrast
-(image only) and, optionally, elastic deformation as in the U-Net paper.
-Padding uses zeros for images and the ignore id (255) for masks, so padded
-pixels never count in the loss or the metrics.
+Training examples form one endless, shuffled stream, and the example at
+position `i` of the stream is augmented with a random draw made from
+`(seed, i)`. Built again with the same seed, the stream is the same, so a
+resumed run that skips the examples already seen (`start`) continues
+exactly where the interrupted run stopped.
+
+Augmentations apply one random draw to image and labels together: flips,
+90-degree rotations, random scale and crop (labels always nearest
+neighbour), brightness/contrast and colour changes (image only) and,
+optionally, elastic deformation as in the U-Net paper. Padding uses zeros
+for images and the ignore id (255) for masks, so padded pixels never count
+in the loss or the metrics.
+
+Targets: `"semantic"` trains on the class-id masks; `"instances"` adds a
+boundary class (id `num_classes`) on the object pixels that touch another
+object or the background, computed from the instance masks after
+augmentation, so that touching objects are separated (see
+`keras_unet.instances`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_unet.dataset import Dataset
+from keras_unet import files
+from keras_unet.config import TARGETS
 from keras_unet.labels import IGNORE_ID
+from keras_unet.pairs import Dataset
+from keras_unet.readers import read_image, read_instances, read_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 @dataclass
 class Augment:
-    """Joint augmentation settings (all on by default except elastic).
+    """Joint augmentation settings.
 
     Attributes:
         flip: Random horizontal and vertical flips.
@@ -37,6 +53,12 @@ class Augment:
         scale: `(low, high)` random zoom factor before the crop, or `None`.
         brightness: Max brightness shift (image only, on [0, 1] values).
         contrast: `(low, high)` contrast factor (image only), or `None`.
+        hue: Max hue rotation as a fraction of the colour circle (RGB
+            images only; stained tissue varies in hue from lab to lab).
+        saturation: `(low, high)` saturation factor (RGB only), or `None`.
+        grayscale: Probability of turning an RGB image grey.
+        invert: Probability of inverting the image (dark objects on a light
+            background become light on dark, as in fluorescence).
         elastic: Elastic deformation (Keras `RandomElasticTransform`).
     """
 
@@ -45,11 +67,15 @@ class Augment:
     scale: tuple[float, float] | None = (0.75, 1.33)
     brightness: float = 0.1
     contrast: tuple[float, float] | None = (0.8, 1.2)
+    hue: float = 0.0
+    saturation: tuple[float, float] | None = None
+    grayscale: float = 0.0
+    invert: float = 0.0
     elastic: bool = False
 
 
-# Padding value of each label tensor: unlabelled for masks, no weight.
-LABEL_PAD = {"mask": IGNORE_ID, "weights": 0}
+# Padding value of each label tensor: unlabelled mask, no object, no weight.
+LABEL_PAD = {"mask": IGNORE_ID, "instances": 0, "weights": 0}
 
 
 def pad_to_multiple(image: tf.Tensor, labels: dict, multiple: int):
@@ -57,8 +83,7 @@ def pad_to_multiple(image: tf.Tensor, labels: dict, multiple: int):
 
     Args:
         image: `(H, W, C)` float image.
-        labels: `{"mask": (H, W, 1) uint8, "weights": (H, W, 1) float}`
-            (weights optional).
+        labels: `{"mask": (H, W, 1) uint8, ...}` (see `LABEL_PAD`).
         multiple: e.g. `2**depth` of the model.
 
     Returns:
@@ -100,14 +125,14 @@ def random_crop(image, labels: dict, size: int, seed):
 def augment(image, labels: dict, seed, size: int, settings: Augment):
     """Applies one random draw of the augmentations to image and labels.
 
-    Geometric transforms move the image, the mask and the weight map
-    together (labels with nearest neighbour); brightness and contrast touch
+    Geometric transforms move the image and every label map together
+    (labels with nearest neighbour); brightness, contrast and colour touch
     the image only.
 
     Args:
         image: `(H, W, C)` float32 in [0, 1].
         labels: `{"mask": (H, W, 1) uint8 class ids}`, optionally with
-            `"weights": (H, W, 1) float32`.
+            `"instances": (H, W, 1) int32` and `"weights": (H, W, 1) float32`.
         seed: `(2,)` int64 stateless seed of this example.
         size: Output crop size.
         settings: Which augmentations.
@@ -133,20 +158,51 @@ def augment(image, labels: dict, seed, size: int, settings: Augment):
     if settings.rotate90:
         k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
         image, labels = _apply(lambda x: tf.image.rot90(x, k), image, labels)
-    if settings.brightness:
-        image = image + tf.random.stateless_uniform(
-            [], seeds[4], -settings.brightness, settings.brightness
-        )
-    if settings.contrast:
-        low, high = settings.contrast
-        factor = tf.random.stateless_uniform([], seeds[5], low, high)
-        mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
-        image = (image - mean) * factor + mean
-    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = photometric(image, seeds[4], settings)
     image.set_shape([size, size, None])
     for value in labels.values():
         value.set_shape([size, size, 1])
     return image, labels
+
+
+def photometric(image, seed, settings: Augment):
+    """Brightness, contrast and colour changes of one image (labels untouched).
+
+    Args:
+        image: `(H, W, C)` float32 in [0, 1]; hue, saturation and greyscale
+            apply only when `C == 3`.
+        seed: `(2,)` stateless seed.
+        settings: Which changes and how strong.
+
+    Returns:
+        The changed image, clipped to [0, 1].
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    draws = tf.random.stateless_uniform([2], seeds[5])
+    colour = image.shape[-1] == 3
+    if colour and settings.hue:
+        delta = tf.random.stateless_uniform([], seeds[0], -settings.hue, settings.hue)
+        image = tf.image.adjust_hue(image, delta)
+    if colour and settings.saturation:
+        low, high = settings.saturation
+        image = tf.image.adjust_saturation(
+            image, tf.random.stateless_uniform([], seeds[1], low, high))
+    if colour and settings.grayscale:
+        grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+        image = tf.where(draws[0] < settings.grayscale, grey, image)
+    if settings.brightness:
+        image = image + tf.random.stateless_uniform(
+            [], seeds[2], -settings.brightness, settings.brightness
+        )
+    if settings.contrast:
+        low, high = settings.contrast
+        factor = tf.random.stateless_uniform([], seeds[3], low, high)
+        mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
+        image = (image - mean) * factor + mean
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if settings.invert:
+        image = tf.where(draws[1] < settings.invert, 1.0 - image, image)
+    return image
 
 
 def _maybe(fn, image, labels, condition):
@@ -193,6 +249,29 @@ def class_weights_from_counts(counts: dict[int, int], num_classes: int) -> list[
     return [float(median / f) if f else 0.0 for f in freq]
 
 
+def boundary_target(masks: tf.Tensor, instances: tf.Tensor, boundary_id: int) -> tf.Tensor:
+    """Class-id masks with a boundary class between and around objects.
+
+    An object pixel is a boundary pixel when one of its 8 neighbours belongs
+    to another object or to no object; boundary pixels get `boundary_id`,
+    other pixels keep their class (ignore stays ignore). Touching objects
+    are then separated by two boundary pixels, one from each.
+
+    Args:
+        masks: `(B, H, W, 1)` uint8 class ids.
+        instances: `(B, H, W, 1)` int instance ids (0 = no object).
+        boundary_id: Class id of the boundary (the number of classes).
+
+    Returns:
+        `(B, H, W, 1)` uint8 class ids.
+    """
+    ids = tf.cast(instances, tf.float32)
+    high = tf.nn.max_pool2d(ids, 3, 1, "SAME")
+    low = -tf.nn.max_pool2d(-ids, 3, 1, "SAME")
+    border = (ids > 0) & ((high != ids) | (low != ids)) & (masks != IGNORE_ID)
+    return tf.where(border, tf.constant(boundary_id, tf.uint8), masks)
+
+
 def write_tfrecords(
     dataset: Dataset, output_dir, shards: int = 4, prefix: str = "train"
 ) -> list[str]:
@@ -210,10 +289,6 @@ def write_tfrecords(
     Returns:
         The written paths.
     """
-    from pathlib import Path
-
-    from keras_unet.files import atomic_write
-
     output_dir = Path(output_dir)
     paths = []
     for shard in range(shards):
@@ -234,15 +309,15 @@ def write_tfrecords(
                     }))
                     writer.write(example.SerializeToString())
 
-        paths.append(str(atomic_write(path, write)))
+        paths.append(str(files.atomic_write(path, write)))
     return paths
 
 
-def _read_records(pattern: str, training: bool, seed: int, deterministic: bool):
+def _read_records(pattern: str, deterministic: bool):
     """`(image_bytes, mask_bytes, instance_bytes)` from TFRecord shards."""
     spec = {key: tf.io.VarLenFeature(tf.string) for key in ("image", "mask", "instances")}
-    files = tf.data.Dataset.list_files(pattern, shuffle=training, seed=seed)
-    records = files.interleave(
+    shards = tf.data.Dataset.list_files(pattern, shuffle=False)
+    records = shards.interleave(
         tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
@@ -256,28 +331,38 @@ def _read_records(pattern: str, training: bool, seed: int, deterministic: bool):
 
 
 def decode_bytes(image_bytes, mask_bytes, channels: int, foreground_value: int | None):
-    """Decodes an encoded image and class-id mask.
+    """Decodes an encoded image and class-id mask with `keras_unet.readers`.
 
     Args:
-        image_bytes: PNG/JPEG/BMP bytes (8 or 16 bits, any channels).
-        mask_bytes: PNG bytes of the class-id mask (palette or grey).
+        image_bytes: Scalar string tensor: PNG/JPEG/BMP/TIFF bytes.
+        mask_bytes: Scalar string tensor: mask PNG/BMP/TIFF bytes.
         channels: Image channels to decode to.
         foreground_value: For binary masks, the value that becomes class 1.
 
     Returns:
         float32 `(H, W, channels)` in [0, 1] and uint8 `(H, W, 1)` ids.
     """
-    image = tf.io.decode_image(image_bytes, channels=channels, dtype=tf.float32,
-                               expand_animations=False)
+    def read(image_data, mask_data):
+        return (read_image(bytes(image_data), channels),
+                read_mask(bytes(mask_data), foreground_value)[..., None])
+
+    image, mask = tf.numpy_function(read, [image_bytes, mask_bytes], [tf.float32, tf.uint8],
+                                    stateful=False)
     image.set_shape([None, None, channels])
-    mask = tf.io.decode_png(mask_bytes, channels=3)[..., :1]
-    if foreground_value is not None:
-        mask = tf.cast(tf.equal(mask, foreground_value), tf.uint8)
+    mask.set_shape([None, None, 1])
     return image, mask
 
 
+def decode_instances(instance_bytes) -> tf.Tensor:
+    """Decodes an instance-id PNG into int32 `(H, W, 1)`."""
+    ids = tf.numpy_function(lambda data: read_instances(bytes(data))[..., None],
+                            [instance_bytes], tf.int32, stateful=False)
+    ids.set_shape([None, None, 1])
+    return ids
+
+
 def _weight_map_fn(class_weights, w0: float, sigma: float):
-    """A graph function: (instance PNG bytes, class mask) -> border weight map."""
+    """A graph function: (instance ids, class mask) -> border weight map."""
     from keras_unet.weights import border_weight_map
 
     table = None if class_weights is None else np.asarray(class_weights, np.float32)
@@ -287,9 +372,8 @@ def _weight_map_fn(class_weights, w0: float, sigma: float):
         weights = border_weight_map(instances[..., 0], table, classes, w0=w0, sigma=sigma)
         return np.where(mask[..., 0] == IGNORE_ID, 0, weights)[..., None].astype(np.float32)
 
-    def graph(instance_bytes, mask):
-        instances = tf.io.decode_png(instance_bytes, channels=1, dtype=tf.uint16)
-        weights = tf.numpy_function(compute, [instances, mask], tf.float32)
+    def graph(instances, mask):
+        weights = tf.numpy_function(compute, [instances, mask], tf.float32, stateful=False)
         weights.set_shape([None, None, 1])
         return weights
 
@@ -309,19 +393,21 @@ def make_dataset(
     border_weights: bool = False,
     border_w0: float = 10.0,
     border_sigma: float = 5.0,
+    target: str = "semantic",
     records: str | None = None,
     cache: bool | str = True,
     shuffle: bool = True,
     seed: int = 0,
     deterministic: bool = False,
+    start: int = 0,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline that `fit()` consumes.
 
-    Training: read -> decode -> cache -> shuffle -> joint augmentation and
-    random crop to `crop_size` -> batch -> prefetch. Validation: read ->
-    decode -> pad to a multiple of `pad_multiple` (padding is ignore) ->
-    cache -> batch. Validation images of different sizes need
-    `batch_size=1`.
+    Training: read -> decode -> cache -> an endless stream of shuffled
+    passes (see the module docstring) -> joint augmentation and random crop
+    to `crop_size` -> batch -> prefetch. Validation: read -> decode -> pad
+    to a multiple of `pad_multiple` (padding is ignore) -> cache -> batch,
+    one pass. Validation images of different sizes need `batch_size=1`.
 
     Args:
         dataset: Image/mask pairs (and their label map).
@@ -337,90 +423,121 @@ def make_dataset(
             weights.
         border_w0: `w0` of the border term.
         border_sigma: `sigma` of the border term, in pixels.
+        target: `"semantic"` or `"instances"` (adds the boundary class;
+            needs instance masks).
         records: Glob of TFRecord shards (`write_tfrecords`) to read instead
             of the dataset's files; shards are interleaved.
         cache: Cache decoded examples in memory (True), in a file (a path),
             or not at all (False).
-        shuffle: Shuffle training examples (reshuffled every epoch).
+        shuffle: Shuffle training examples (a new order every pass).
         seed: Seed of shuffling and augmentation.
-        deterministic: Keep element order and random draws identical from
-            run to run (for tests and debugging; slightly slower).
+        deterministic: Keep the element order of parallel steps, so batches
+            repeat exactly from run to run (slightly slower).
+        start: Training examples of the stream to skip: those a resumed run
+            has already trained on.
 
     Returns:
         A dataset of `(images, masks)` batches, or `(images, masks,
         weights)` with class or border weights: float32 `(B, H, W, C)`,
-        uint8 `(B, H, W, 1)` and float32 `(B, H, W)`.
+        uint8 `(B, H, W, 1)` and float32 `(B, H, W)`. Training datasets are
+        endless; give `fit()` its `steps_per_epoch`.
 
     Raises:
-        ValueError: If border weights are asked for without instance masks.
+        ValueError: If border weights or the instance target are asked for
+            without instance masks, or `target` is unknown.
     """
     augmentations = augmentations or Augment()
-    if border_weights and not (dataset.instances or records):
-        raise ValueError("border_weights needs instance masks (an instances/ folder)")
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: expected one of {', '.join(TARGETS)}")
+    need_instances = border_weights or target == "instances"
+    if need_instances and not (dataset.instances or records):
+        raise ValueError(f"{'border weights' if border_weights else 'the instance target'} "
+                         "need instance masks (an instances/ folder)")
     fg = dataset.foreground_value
     if records:
-        ds = _read_records(records, training, seed, deterministic)
+        ds = _read_records(records, deterministic)
     else:
         instances = dataset.instances or [""] * len(dataset.images)
         ds = tf.data.Dataset.from_tensor_slices((dataset.images, dataset.masks, instances))
         ds = ds.map(
             lambda i, m, n: (tf.io.read_file(i), tf.io.read_file(m),
-                             tf.io.read_file(n) if border_weights else n),
-            num_parallel_calls=AUTOTUNE,
+                             tf.io.read_file(n) if need_instances else n),
+            num_parallel_calls=AUTOTUNE, deterministic=True,
         )
     weight_map = _weight_map_fn(class_weights, border_w0, border_sigma)
 
     def decode(image_bytes, mask_bytes, instance_bytes):
         image, mask = decode_bytes(image_bytes, mask_bytes, channels, fg)
         labels = {"mask": mask}
+        if need_instances:
+            labels["instances"] = decode_instances(instance_bytes)
         if border_weights:
-            labels["weights"] = weight_map(instance_bytes, mask)
+            labels["weights"] = weight_map(labels["instances"], mask)
         return image, labels
 
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    # Decoding keeps the file order, so cached examples have fixed positions.
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     if not training:
         ds = ds.map(lambda i, labels: pad_to_multiple(i, labels, pad_multiple))
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if training:
-        if shuffle:
-            ds = ds.shuffle(len(dataset.images), seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = _stream(ds, len(dataset.images), seed, shuffle, start)
         ds = ds.map(
-            lambda pair, s: augment(*pair, s, crop_size, augmentations),
-            num_parallel_calls=AUTOTUNE,
+            lambda example, key: augment(*example, key, crop_size, augmentations),
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic,
         )
     ds = ds.batch(batch_size, drop_remainder=False)
     if training and augmentations.elastic:
-        ds = ds.map(_elastic(elastic_layer(seed)), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(_outputs(class_weights, border_weights))
+        ds = ds.map(_elastic(elastic_layer(seed)), num_parallel_calls=AUTOTUNE,
+                    deterministic=deterministic)
+    ds = ds.map(_outputs(class_weights, border_weights, target, dataset.num_classes))
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _outputs(class_weights, border_weights: bool):
+def _stream(examples: tf.data.Dataset, count: int, seed: int, shuffle: bool, start: int):
+    """The endless training stream from position `start`: `(example, key)` pairs.
+
+    The examples repeat and pass through a shuffle buffer of one pass,
+    seeded with `seed`; `key = (seed, position)` seeds the augmentation of
+    the example at that position. Built again with the same seed, the
+    stream is the same, so skipping `start` examples continues it exactly
+    (the skip draws no augmentation).
+    """
+    examples = examples.repeat()
+    if shuffle:
+        examples = examples.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    keys = tf.data.Dataset.range(2**62).map(
+        lambda position: tf.stack([tf.constant(seed, tf.int64), position]))
+    return tf.data.Dataset.zip((examples, keys)).skip(start)
+
+
+def _outputs(class_weights, border_weights: bool, target: str, num_classes: int):
     """Turns `(images, labels)` batches into what `fit()` takes."""
     def split(images, labels):
+        mask = labels["mask"]
+        if target == "instances":
+            mask = boundary_target(mask, labels["instances"], num_classes)
         if border_weights:
-            return images, labels["mask"], labels["weights"][..., 0]
+            return images, mask, labels["weights"][..., 0]
         if class_weights is not None:
-            return images, labels["mask"], pixel_weights(labels["mask"], class_weights)
-        return images, labels["mask"]
+            return images, mask, pixel_weights(mask, class_weights)
+        return images, mask
 
     return split
 
 
 def _elastic(layer):
-    """Elastic deformation of batches; mask and weights ride together."""
+    """Elastic deformation of batches; every label map rides along."""
     def apply(images, labels):
         stacked = tf.concat([tf.cast(v, tf.float32) for v in labels.values()], -1)
         out = layer({"images": images, "segmentation_masks": stacked}, training=True)
         moved = tf.split(out["segmentation_masks"], len(labels), axis=-1)
         result = {}
         for (key, value), new in zip(labels.items(), moved):
-            result[key] = tf.cast(tf.round(new), value.dtype) if key == "mask" else new
+            result[key] = new if key == "weights" else tf.cast(tf.round(new), value.dtype)
         return out["images"], result
 
     return apply

@@ -1,10 +1,10 @@
-"""Tests for keras_unet.dataset: pairing, checking and splitting."""
+"""Tests for keras_unet.pairs: pairing, checking and splitting."""
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.dataset import DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.pairs import DatasetError, check_dataset, load_dataset, split_dataset
 from keras_unet.files import save_mask
 
 

@@ -1,0 +1,156 @@
+"""`predict`, `evaluate` and `export`: using a trained model."""
+
+from __future__ import annotations
+
+import sys
+
+from keras_unet.cli.types import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    overlap,
+    positive_int,
+    size,
+)
+
+
+def add_parsers(add) -> None:
+    """Adds `predict`, `evaluate` and `export` (`add(name, ...)` makes a subparser)."""
+    ex = add("export", help="export to TFLite, verified against Keras",
+             description="Exports a run (or a .keras model) to TFLite at each precision; each "
+                         "file is run beside the Keras model on held-out images and refused "
+                         "if they disagree. export_report.json says what was written.")
+    ex.add_argument("source", help="training run folder or .keras model")
+    ex.add_argument("output", help="folder for the .tflite files")
+    ex.add_argument("--precision", nargs="+", default=["float32", "float16", "int8"],
+                    choices=("float32", "float16", "dynamic_int8", "int8"),
+                    help="TFLite precisions")
+    ex.add_argument("--format", nargs="*", default=[], choices=("saved_model", "onnx"),
+                    help="also export these formats (verified the same way)")
+    ex.add_argument("--input-size", type=size, default=(256, 256), help="SIZE or HxW")
+    ex.add_argument("--dynamic", action="store_true", help="keep height/width dynamic")
+    ex.add_argument("--data", help="dataset folder (default: the run's)")
+    ex.add_argument("--calibration-samples", type=positive_int, default=64,
+                    help="int8 calibration windows from the training images")
+    ex.add_argument("--verification-samples", type=positive_int, default=16,
+                    help="held-out windows the exports are verified on")
+    ex.add_argument("--io-type", default="float32", choices=("float32", "int8", "uint8"),
+                    help="int8 models: input/output type")
+    ex.add_argument("--min-agreement", type=fraction, default=None,
+                    help="required mask agreement, 0..1 (default: 0.999 float, 0.99 int8)")
+    ex.add_argument("--threads", type=positive_int, help="LiteRT threads (default: all cores)")
+    ex.set_defaults(func=export)
+
+    for name, helptext in (("predict", "masks, objects and overlays for images"),
+                           ("evaluate", "scores on a dataset with ground truth")):
+        p = add(name, help=helptext)
+        p.add_argument("model", help=".keras or .tflite model")
+        if name == "predict":
+            p.add_argument("input", help="image, folder or glob")
+            p.add_argument("output", help="output folder")
+            p.add_argument("--probabilities", action="store_true", help="save .npy maps")
+            p.add_argument("--overlap", type=overlap, default=0.5,
+                           help="tile overlap, a fraction of the tile (0..0.9)")
+            p.add_argument("--min-size", type=non_negative_int, default=None,
+                           help="instance models: smallest object kept, in pixels "
+                                "(default: 10)")
+            p.add_argument("--labelme", action="store_true",
+                           help="also write LabelMe JSON beside each image, to correct in "
+                                "LabelMe (pre-annotation)")
+            p.add_argument("--epsilon", type=non_negative_float, default=None,
+                           help="--labelme: polygon simplification in pixels (default: 1.0)")
+            p.add_argument("--embed-images", action="store_true",
+                           help="--labelme: store the image in the JSON (imageData)")
+            p.add_argument("--overwrite-predictions", action="store_true",
+                           help="--labelme: replace earlier predicted JSON files (never a "
+                                "person's annotation)")
+            p.set_defaults(func=predict)
+        else:
+            p.add_argument("--data", help="dataset folder (default: the model's run's)")
+            p.add_argument("--images", help="images folder (plain pair, with --masks)")
+            p.add_argument("--masks", help="masks folder (plain pair, with --images)")
+            p.add_argument("--foreground-value", type=non_negative_int,
+                           help="binary masks: the mask value of the foreground")
+            p.add_argument("--split", choices=("val", "train", "all"), default=None,
+                           help="which pairs to score (default: val for a run's dataset, "
+                                "else all)")
+            p.add_argument("--output", default="evaluation", help="report folder")
+            p.add_argument("--worst", type=non_negative_int, default=5,
+                           help="worst images to draw")
+            p.set_defaults(func=evaluate)
+        p.add_argument("--labels", help="labels.txt (default: beside the model)")
+        p.add_argument("--tile", type=size, help="tile size for any-size .keras models")
+        p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+        p.add_argument("--threads", type=positive_int, help="LiteRT threads")
+
+
+def export(args) -> int:
+    """Runs `export`."""
+    from keras_unet.export import export_run
+
+    reports = export_run(
+        args.source, args.output, precisions=args.precision, formats=args.format,
+        input_size=args.input_size, dynamic=args.dynamic, data=args.data,
+        calibration_samples=args.calibration_samples,
+        verification_samples=args.verification_samples, io_type=args.io_type,
+        min_agreement=args.min_agreement, num_threads=args.threads,
+    )
+    for report in reports:
+        print(report.format())
+        if report.ops:
+            print(f"{'':13}ops: {', '.join(report.ops)}")
+    return 0
+
+
+def predict(args) -> int:
+    """Runs `predict`."""
+    from keras_unet.inference import load_predictor, predict_files
+    from keras_unet.instances import MIN_OBJECT_SIZE
+
+    predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
+    labelme = None
+    if args.labelme:
+        from keras_unet.preannotate import LabelMeOutput
+
+        labelme = LabelMeOutput(epsilon=args.epsilon, embed_images=args.embed_images,
+                                overwrite_predictions=args.overwrite_predictions)
+    elif args.epsilon is not None or args.embed_images or args.overwrite_predictions:
+        print("error: --epsilon, --embed-images and --overwrite-predictions go with --labelme",
+              file=sys.stderr)
+        return 2
+    result = predict_files(
+        predictor, args.input, args.output, tile=args.tile, overlap=args.overlap,
+        tta=args.tta, probabilities=args.probabilities,
+        min_size=MIN_OBJECT_SIZE if args.min_size is None else args.min_size,
+        labelme=labelme, progress=True,
+    )
+    for path, reason in result.errors:
+        print(f"ERROR {path}: {reason}", file=sys.stderr)
+    print(result.format(args.output))
+    return 1 if result.errors else 0
+
+
+def evaluate(args) -> int:
+    """Runs `evaluate`."""
+    from keras_unet.evaluate import evaluation_pairs, evaluate_dataset
+    from keras_unet.inference import load_predictor
+    from keras_unet.scores import ObjectScores, format_confusion, format_object_scores
+    from keras_unet.scores import format_scores
+
+    predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
+    dataset, split = evaluation_pairs(
+        args.model, data=args.data, images_dir=args.images, masks_dir=args.masks,
+        labels=args.labels or predictor.names, foreground_value=args.foreground_value,
+        split=args.split)
+    print(f"scoring {len(dataset.images)} images ({split})")
+    result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
+                              worst=args.worst, tta=args.tta, progress=True)
+    print(format_scores(result))
+    if result["objects"]:
+        print(format_object_scores(ObjectScores.from_dict(result["objects"])))
+    print("confusion matrix (rows truth, columns prediction):")
+    print(format_confusion(result["confusion_matrix"], dataset.names))
+    print("worst images (foreground Dice): "
+          + ", ".join(f"{n} {d:.3f}" for n, d in result["worst"]))
+    print(f"report: {args.output} (scores.json, per_image.csv, confusion.png, worst/)")
+    return 0

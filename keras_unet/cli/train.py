@@ -1,0 +1,163 @@
+"""`train` and `run` (the main job): training runs from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from keras_unet.cli.types import (
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+)
+
+SAMPLE_DATASET = "datasets/nuclei (bundled)"
+
+# flag -> (TrainConfig field or "model.<build_unet option>", argparse kwargs)
+TRAIN_FLAGS = {
+    "--data": ("data", dict(help="dataset folder (images/, masks/, labels.txt)")),
+    "--images": ("images_dir", dict(help="images folder of a plain image/mask pair")),
+    "--masks": ("masks_dir", dict(help="masks folder of a plain image/mask pair")),
+    "--labels": ("labels", dict(help="labels.txt (default: the dataset's)")),
+    "--foreground-value": ("foreground_value",
+                           dict(type=non_negative_int, help="binary masks: fg value")),
+    "--val-fraction": ("val_fraction", dict(type=open_fraction, help="validation share")),
+    "--val-list": ("val_list", dict(help="file of validation pair names")),
+    "--work-dir": ("work_dir", dict(help="run folder")),
+    "--target": ("target", dict(choices=("semantic", "instances"),
+                                help="instances: also learn object boundaries, to separate "
+                                     "touching objects (needs instances/)")),
+    "--channels": ("channels", dict(type=int, choices=(1, 3), help="image channels")),
+    "--crop-size": ("crop_size", dict(type=positive_int, help="training crop size")),
+    "--batch-size": ("batch_size", dict(type=positive_int, help="global batch size")),
+    "--epochs": ("epochs", dict(type=positive_int, help="epochs")),
+    "--steps-per-epoch": ("steps_per_epoch", dict(type=positive_int,
+                                                  help="steps per epoch (default: one pass)")),
+    "--time-budget": ("time_budget", dict(type=positive_float, metavar="MINUTES",
+                                          help="fit the run into this many minutes "
+                                               "(measures the step time first)")),
+    "--lr": ("lr", dict(type=positive_float, help="peak learning rate")),
+    "--schedule": ("schedule", dict(choices=("cosine", "constant"), help="learning rate")),
+    "--loss": ("loss", dict(choices=("dice_ce", "dice", "cross_entropy", "focal", "tversky"),
+                            help="loss")),
+    "--class-weighting": ("class_weighting", dict(choices=("none", "median_frequency"),
+                                                  help="pixel weights by class frequency")),
+    "--tfrecord-shards": ("tfrecord_shards", dict(type=non_negative_int,
+                                                  help="read via N TFRecords")),
+    "--early-stopping": ("early_stopping", dict(type=non_negative_int,
+                                                help="patience in epochs, 0 = off")),
+    "--init-from": ("init_from", dict(metavar="RUN_OR_MODEL",
+                                      help="start from an earlier run's model (fine-tuning)")),
+    "--seed": ("seed", dict(type=non_negative_int, help="random seed")),
+    "--mixed-precision": ("mixed_precision", dict(choices=("auto", "on", "off"),
+                                                  help="float16 compute (auto: with a GPU)")),
+    "--jit-compile": ("jit_compile", dict(choices=("auto", "on", "off"),
+                                          help="XLA compilation (auto: with a GPU)")),
+    "--filters": ("model.filters", dict(type=positive_int, help="base filters")),
+    "--depth": ("model.depth", dict(type=positive_int, help="poolings")),
+    "--normalization": ("model.normalization", dict(choices=("batch", "group"),
+                                                    help="normalization layers")),
+    "--upsampling": ("model.upsampling", dict(choices=("transpose", "nearest", "bilinear"),
+                                              help="decoder upsampling")),
+    "--dropout": ("model.dropout", dict(type=float, help="dropout rate")),
+}
+
+
+def add_parsers(add) -> None:
+    """Adds `run` and `train` (`add(name, ...)` makes a subparser)."""
+    from keras_unet.config import TrainConfig
+
+    defaults = TrainConfig()
+    run = add("run", help="the main job on a LabelMe dataset (default: the bundled sample)",
+              description="Converts a LabelMe dataset, trains a U-Net, compares it with Otsu "
+                          "baselines and exports verified TFLite models. A rerun reports the "
+                          "results it has (--force redoes everything).")
+    run.add_argument("--dataset", default=SAMPLE_DATASET, help="folder of LabelMe JSON")
+    run.add_argument("--work-dir", default="runs/sample", help="where results go")
+    run.add_argument("--epochs", type=positive_int, default=None,
+                     help="training epochs (default: the sample recipe's)")
+    run.add_argument("--force", action="store_true", help="redo a finished main job")
+    run.set_defaults(func=run_main_job)
+
+    tr = add("train", help="train a U-Net on a dataset folder",
+             description="Trains a U-Net and writes a run folder. Rerunning the same command "
+                         "continues an interrupted run, reports a finished one, and continues "
+                         "it when --epochs grows.")
+    tr.add_argument("--config", help="YAML/JSON config; flags override it")
+    for flag, (key, kwargs) in TRAIN_FLAGS.items():
+        kwargs = dict(kwargs)
+        field = key.split(".", 1)[1] if key.startswith("model.") else key
+        source = defaults.model if key.startswith("model.") else dataclasses.asdict(defaults)
+        if source.get(field) is not None and "help" in kwargs:
+            kwargs["help"] += f" (default: {source[field]})"
+        tr.add_argument(flag, default=None, **kwargs)
+    tr.add_argument("--attention", action="store_true", help="attention gates")
+    tr.add_argument("--residual", action="store_true", help="residual blocks")
+    tr.add_argument("--input-normalization", choices=("per_image",),
+                    help="standardize each image inside the model (per-image mean and std)")
+    tr.add_argument("--deterministic", action="store_true", help="reproducible input")
+    tr.add_argument("--border-weights", action="store_true",
+                    help="U-Net paper weights between touching objects (needs instances/)")
+    tr.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    tr.add_argument("--force", action="store_true",
+                    help="start over in a run folder that holds a run")
+    tr.set_defaults(func=train)
+
+
+def config_from_args(args):
+    """The `TrainConfig` of `train`'s arguments (a config file, then flags)."""
+    from keras_unet.config import TrainConfig
+
+    overrides, model = {}, {}
+    for flag, (key, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if key.startswith("model."):
+            model[key[6:]] = value
+        else:
+            overrides[key] = value
+    for flag in ("attention", "residual"):
+        if getattr(args, flag):
+            model[flag] = True
+    if args.input_normalization:
+        model["input_normalization"] = args.input_normalization
+    if args.deterministic:
+        overrides["deterministic"] = True
+    if args.border_weights:
+        overrides["border_weights"] = True
+    if args.no_tensorboard:
+        overrides["tensorboard"] = False
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    return dataclasses.replace(base, **overrides, model={**base.model, **model})
+
+
+def train(args) -> int:
+    """Runs `train`."""
+    from keras_unet.scores import format_object_scores, format_scores
+    from keras_unet.train import train as train_run
+
+    config = config_from_args(args)
+    result = train_run(config, force=args.force)
+    if result.already_finished:
+        print(f"{result.run_dir}: this run finished before ({len(result.history.get('loss', []))}"
+              " epochs); nothing was trained. Its validation scores:")
+    else:
+        print("validation scores (best checkpoint):")
+    print(format_scores(result.scores))
+    if result.scores.get("objects"):
+        from keras_unet.scores import ObjectScores
+
+        print(format_object_scores(ObjectScores.from_dict(result.scores["objects"])))
+    print(f"run folder: {result.run_dir} (checkpoints/best.keras, curves.png, log.csv)")
+    if result.already_finished:
+        print("To train longer, give more --epochs; to start over, add --force.")
+    return 0
+
+
+def run_main_job(args) -> int:
+    """Runs the main job."""
+    from keras_unet.quickstart import run_main_job as main_job
+
+    dataset = None if args.dataset == SAMPLE_DATASET else args.dataset
+    return main_job(dataset, args.work_dir, epochs=args.epochs, force=args.force)

@@ -1,0 +1,248 @@
+"""The configuration of a training run: `TrainConfig`, saved as `config.json`.
+
+This module loads no TensorFlow, so the command line can show the defaults
+in its help at once; the checks that need the Keras parts import them when
+they run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keras_unet import files
+from keras_unet.errors import KerasUnetError
+
+TARGETS = ("semantic", "instances")
+
+# Settings that may change when a run is continued: they do not change what
+# the finished epochs learned.
+RESUMABLE = ("epochs", "early_stopping", "verbose", "tensorboard", "time_budget",
+             "mixed_precision", "jit_compile", "deterministic", "init_from", "work_dir")
+# Flags of the config keys, for messages (the CLI sets these keys).
+FLAGS = {"data": "--data", "images_dir": "--images", "masks_dir": "--masks",
+         "val_fraction": "--val-fraction", "crop_size": "--crop-size",
+         "batch_size": "--batch-size", "steps_per_epoch": "--steps-per-epoch",
+         "time_budget": "--time-budget", "init_from": "--init-from"}
+
+
+class ConfigError(KerasUnetError, ValueError):
+    """A configuration value that cannot be used; names the key and its flag."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as `config.json` in the run.
+
+    Attributes:
+        data: Dataset folder (`images/`, `masks/`, `labels.txt`).
+        images_dir: Images folder of a plain folder pair (instead of `data`).
+        masks_dir: Masks folder of a plain folder pair.
+        labels: `labels.txt` path (default: the dataset's).
+        foreground_value: Binary masks: the mask value of the foreground.
+        val_fraction: Share of pairs held out for validation (0 < f < 1).
+        val_list: File of validation pair names, one per line (overrides
+            `val_fraction`).
+        work_dir: The run folder.
+        target: `"semantic"` (class-id masks) or `"instances"` (adds a
+            boundary class that separates touching objects; needs instance
+            masks, see `keras_unet.instances`).
+        channels: Image channels fed to the model (1 grey, 3 RGB).
+        crop_size: Training crop size (a multiple of `2**depth`, 32 with a
+            backbone).
+        batch_size: Global batch size (split over GPUs/workers).
+        epochs: Training epochs.
+        steps_per_epoch: Steps per epoch; `None` is one pass over the
+            training images (more steps means more random crops per epoch).
+        time_budget: Minutes the training may take: the step time is
+            measured first and the number of epochs (at most `epochs`)
+            chosen to fit, so the learning-rate schedule ends in time.
+        lr: Peak learning rate (Adam).
+        schedule: `"cosine"` decay to 1 % over the run, or `"constant"`.
+        loss: `"dice_ce"`, `"dice"`, `"cross_entropy"`, `"focal"`, `"tversky"`.
+        class_weighting: `"none"` or `"median_frequency"` (pixel weights).
+        border_weights: Add the U-Net paper's weight term between touching
+            objects (`w0 = 10`, `sigma = 5` px); needs instance masks.
+        tfrecord_shards: Write the training split as this many TFRecord
+            shards in the run folder and read them with `interleave` (0 reads
+            the image files directly).
+        early_stopping: Patience in epochs on the validation score (0
+            disables).
+        unfreeze_epoch: With `model: {backbone: ..., freeze_encoder: true}`,
+            make the encoder trainable from this epoch on (`None` never).
+        unfreeze_lr_factor: Learning-rate factor after unfreezing.
+        init_from: A run folder or `.keras` model to start from (fine-tuning
+            on a grown dataset); its label map must be this dataset's, or
+            a prefix of it (the output head is then new).
+        model: Keyword arguments of `build_unet`.
+        augment: Keyword arguments of `keras_unet.pipeline.Augment`.
+        seed: Seed of the split, weights, shuffling and augmentation.
+        deterministic: Reproducible input order and augmentation.
+        mixed_precision: `"auto"` (on with a GPU), `"on"` or `"off"`.
+        jit_compile: `"auto"` (on with a GPU), `"on"` or `"off"`.
+        tensorboard: Write TensorBoard logs.
+        verbose: Progress output: 1 a Keras progress bar on a terminal (one
+            line per epoch otherwise), 2 a line per epoch, 0 none.
+    """
+
+    data: str | None = None
+    images_dir: str | None = None
+    masks_dir: str | None = None
+    labels: str | None = None
+    foreground_value: int | None = None
+    val_fraction: float = 0.2
+    val_list: str | None = None
+    work_dir: str = "runs/train"
+    target: str = "semantic"
+    channels: int = 3
+    crop_size: int = 256
+    batch_size: int = 8
+    epochs: int = 50
+    steps_per_epoch: int | None = None
+    time_budget: float | None = None
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    loss: str = "dice_ce"
+    class_weighting: str = "none"
+    border_weights: bool = False
+    tfrecord_shards: int = 0
+    early_stopping: int = 20
+    unfreeze_epoch: int | None = None
+    unfreeze_lr_factor: float = 0.1
+    init_from: str | None = None
+    model: dict = field(default_factory=lambda: {"filters": 32, "depth": 4})
+    augment: dict = field(default_factory=dict)
+    seed: int = 0
+    deterministic: bool = False
+    mixed_precision: str = "auto"
+    jit_compile: str = "auto"
+    tensorboard: bool = True
+    verbose: int = 1
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
+        """Loads a YAML or JSON config; `overrides` win over the file.
+
+        Relative paths in the file are relative to the file's folder.
+
+        Raises:
+            ConfigError: If the file cannot be read or parsed, or has
+                unknown keys (naming them and the file).
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        except Exception as err:  # yaml and json raise their own types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'}"
+                              f" ({first})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got "
+                              f"{type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
+        for key in PATH_KEYS:
+            if isinstance(values.get(key), str):
+                values[key] = str(path.parent / values[key])
+        return cls(**{**values, **overrides})
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the config as JSON, with absolute paths (usable from anywhere)."""
+        values = dataclasses.asdict(self)
+        for key in PATH_KEYS:
+            if values[key]:
+                values[key] = str(Path(values[key]).resolve())
+        files.write_text(path, json.dumps(values, indent=2) + "\n")
+
+    def validation_names(self) -> list[str] | None:
+        """The pair names of `val_list`, or `None` without one.
+
+        Raises:
+            ConfigError: If the file cannot be read.
+        """
+        if not self.val_list:
+            return None
+        try:
+            return Path(self.val_list).read_text(encoding="utf-8").split()
+        except OSError as err:
+            raise ConfigError(f"{self.val_list}: cannot read the validation list "
+                              f"({err.strerror})") from None
+
+    def validate(self) -> None:
+        """Checks every value, naming the key (and its command-line flag).
+
+        Raises:
+            ConfigError: On the first bad value.
+        """
+        # The Keras parts, imported here so that the module itself stays light.
+        from keras_unet.losses import LOSSES
+        from keras_unet.model import size_multiple
+        from keras_unet.pipeline import Augment
+
+        if not (self.data or (self.images_dir and self.masks_dir)):
+            raise ConfigError("no training data: give --data (a dataset folder), or both "
+                              "--images and --masks (a plain image/mask pair of folders)")
+
+        def fail(key, expected):
+            flag = f" ({FLAGS.get(key, '--' + key.replace('_', '-'))})"
+            raise ConfigError(f"{key}{flag} must be {expected}, got {getattr(self, key)!r}")
+
+        def integer(key, minimum, optional=False):
+            value = getattr(self, key)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                fail(key, f"an integer >= {minimum}")
+
+        for key, minimum in (("batch_size", 1), ("epochs", 1), ("crop_size", 1),
+                             ("early_stopping", 0), ("tfrecord_shards", 0), ("seed", 0)):
+            integer(key, minimum)
+        integer("steps_per_epoch", 1, optional=True)
+        integer("unfreeze_epoch", 1, optional=True)
+        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
+            fail("val_fraction", "a fraction between 0 and 1 (exclusive)")
+        for key in ("lr", "unfreeze_lr_factor"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                fail(key, "a positive number")
+        if self.time_budget is not None and not (
+                isinstance(self.time_budget, (int, float)) and self.time_budget > 0):
+            fail("time_budget", "a positive number of minutes")
+        choices = {"target": TARGETS, "channels": (1, 3), "schedule": ("cosine", "constant"),
+                   "loss": tuple(LOSSES), "class_weighting": ("none", "median_frequency"),
+                   "mixed_precision": ("auto", "on", "off"),
+                   "jit_compile": ("auto", "on", "off"), "verbose": (0, 1, 2)}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                fail(key, "one of " + ", ".join(map(repr, allowed)))
+        if not isinstance(self.model, dict) or not isinstance(self.augment, dict):
+            raise ConfigError("model and augment must be mappings of options")
+        unknown = sorted(set(self.augment) - {f.name for f in dataclasses.fields(Augment)})
+        if unknown:
+            raise ConfigError(f"augment: unknown options {unknown}; known: "
+                              f"{[f.name for f in dataclasses.fields(Augment)]}")
+        multiple = size_multiple(self.model.get("depth", 4), self.model.get("backbone"))
+        if self.crop_size % multiple:
+            below = self.crop_size // multiple * multiple
+            fail("crop_size", f"a multiple of {multiple} (2**depth) such as "
+                 f"{below or multiple} or {below + multiple}")
+
+
+PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from")
+
+

@@ -1,0 +1,50 @@
+"""Export to TFLite (LiteRT) and other formats, verified against Keras.
+
+- `tflite`: conversion at every precision and its verification.
+- `verify`: agreement of an exported model with Keras, and latency.
+- `metadata`: the sidecar JSON an app needs, embedded in the `.tflite`.
+- `formats`: SavedModel and ONNX.
+- `run`: a whole training run at several precisions, with one report.
+
+The names below load their module on first use (as the top-level package
+does), so `keras_unet.export.metadata` can be read without TensorFlow.
+"""
+
+import importlib
+
+_EXPORTS = {  # public name -> module that defines it
+    "ExportError": "errors",
+    "ExportVerificationError": "errors",
+    "OTHER_FORMATS": "formats",
+    "export_other": "formats",
+    "METADATA_NAME": "metadata",
+    "embed_metadata": "metadata",
+    "read_metadata": "metadata",
+    "sidecar": "metadata",
+    "ExportReport": "report",
+    "export_run": "run",
+    "image_windows": "run",
+    "PRECISIONS": "tflite",
+    "convert": "tflite",
+    "export_tflite": "tflite",
+    "fixed_size_model": "tflite",
+    "op_names": "tflite",
+    "Agreement": "verify",
+    "DEFAULT_AGREEMENT": "verify",
+    "compare": "verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Imports the module behind a public name on first access (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_unet.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_unet.export.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

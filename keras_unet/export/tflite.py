@@ -1,0 +1,249 @@
+"""TFLite (LiteRT) conversion of a Keras model, verified before it is written.
+
+Precisions:
+
+| precision | weights | activations | input/output |
+|---|---|---|---|
+| float32 | float32 | float32 | float32 |
+| float16 | float16 | float32 | float32 |
+| dynamic_int8 | int8 | float32 (int8 on the fly) | float32 |
+| int8 | int8 | int8, calibrated | float32, int8 or uint8 (`io_type`) |
+
+The export uses `tf.lite.TFLiteConverter.from_keras_model` on a copy of the
+model with a fixed batch of 1 and (by default) a fixed height and width,
+which is what mobile GPU/NPU delegates want; built-in ops only, so an
+unsupported op fails the export instead of becoming a Flex op that LiteRT
+cannot run.
+
+Every export is verified before it counts as done: the `.tflite` file runs in
+LiteRT's interpreter beside the Keras model on held-out images, and the
+export fails (`ExportVerificationError`) if their masks agree less than the
+threshold of the precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet import files
+from keras_unet.export.errors import ExportError, ExportVerificationError
+from keras_unet.export.metadata import embed_metadata, io_details, output_kind, sidecar
+from keras_unet.export.report import ExportReport
+from keras_unet.export.verify import (
+    DEFAULT_AGREEMENT,
+    check_min_agreement,
+    compare,
+    median_latency_ms,
+)
+from keras_unet.inference import load_predictor, model_multiple
+from keras_unet.labels import labels_text
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+
+
+def fixed_size_model(model, input_size: tuple[int, int] | None):
+    """A copy of `model` with batch 1 and, if given, a fixed height/width.
+
+    Args:
+        model: A Keras model.
+        input_size: `(height, width)`, or `None` to keep them dynamic.
+
+    Returns:
+        A new `keras.Model` sharing the weights.
+
+    Raises:
+        ExportError: If the size is not a multiple the model can take.
+    """
+    import keras
+
+    channels = model.input_shape[-1]
+    if input_size is None:
+        height, width = model.input_shape[1:3]
+    else:
+        height, width = input_size
+        multiple = model_multiple(model)
+        if height % multiple or width % multiple:
+            raise ExportError(
+                f"input size {height}x{width} must be a multiple of {multiple} (2**depth)"
+            )
+    inputs = keras.Input((height, width, channels), batch_size=1, name="image")
+    return keras.Model(inputs, model(inputs), name=f"{model.name}_export")
+
+
+def convert(
+    model,
+    precision: str = "float32",
+    *,
+    representative: Iterable[np.ndarray] | None = None,
+    io_type: str = "float32",
+) -> bytes:
+    """Converts a (batch-1) Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: Keras model, e.g. from `fixed_size_model`.
+        precision: One of `PRECISIONS`.
+        representative: Calibration images, float32 `(1, H, W, C)` in
+            [0, 1] (required for `"int8"`).
+        io_type: Input/output type of `"int8"` models.
+
+    Returns:
+        The `.tflite` bytes.
+
+    Raises:
+        ExportError: On an unknown option, missing calibration data or a
+            conversion failure.
+    """
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if io_type not in IO_TYPES:
+        raise ExportError(f"io_type={io_type!r}: expected one of {', '.join(IO_TYPES)}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if precision == "int8":
+        if representative is None:
+            raise ExportError("int8 export needs representative images for calibration")
+        samples = [np.asarray(x, np.float32) for x in representative]
+        if not samples:
+            raise ExportError("int8 export got no representative images")
+        converter.representative_dataset = lambda: ([x] for x in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, io_type)
+        converter.inference_output_type = getattr(tf, io_type)
+    printed = io.StringIO()
+    try:
+        # The converter prints the whole intermediate SavedModel signature.
+        with contextlib.redirect_stdout(printed):
+            return converter.convert()
+    except Exception as err:  # the converter raises many types
+        raise ExportError(f"TFLite conversion failed: {err}") from None
+    finally:
+        log.debug("converter output:\n%s", printed.getvalue())
+
+
+def op_names(tflite_path: str | os.PathLike) -> list[str]:
+    """Sorted distinct operator names of a `.tflite` model (custom ops as CUSTOM:name)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_path))
+    names = set()
+    for index, code in enumerate(model.operatorCodes):
+        name = flatbuffer_utils.opcode_to_name(model, index)
+        if name == "CUSTOM" or name is None:
+            custom = code.customCode
+            name = f"CUSTOM:{custom.decode() if isinstance(custom, bytes) else custom}"
+        names.add(name)
+    return sorted(names)
+
+
+def export_tflite(
+    model,
+    output: str | os.PathLike,
+    *,
+    names: list[str],
+    verification_images: np.ndarray,
+    precision: str = "float32",
+    input_size: tuple[int, int] | None = None,
+    representative: Iterable[np.ndarray] | None = None,
+    io_type: str = "float32",
+    min_agreement: float | None = None,
+    num_threads: int | None = None,
+    latency_runs: int = 20,
+) -> ExportReport:
+    """Exports a Keras model to `.tflite`, verifies it and writes its sidecar.
+
+    Args:
+        model: A Keras segmentation model (input in [0, 1]).
+        output: The `.tflite` path; `labels.txt` and `<name>.json` are
+            written beside it.
+        names: Class names by id.
+        verification_images: float32 `(N, H, W, C)` held-out images at the
+            export size, in [0, 1].
+        precision: One of `PRECISIONS`.
+        input_size: Fixed `(height, width)`; `None` keeps the model's
+            (dynamic if the model is dynamic).
+        representative: Calibration images for `"int8"` (each `(1, H, W, C)`).
+        io_type: Input/output type of `"int8"` models.
+        min_agreement: Required mask agreement (default per precision).
+        num_threads: LiteRT threads for verification and timing.
+        latency_runs: Timed runs for the latency medians (0 skips timing).
+
+    Returns:
+        The `ExportReport`.
+
+    Raises:
+        ExportError: If the model cannot be converted.
+        ExportVerificationError: If the `.tflite` model disagrees with Keras.
+    """
+    import tensorflow as tf
+
+    check_min_agreement(min_agreement)
+    output = Path(output)
+    export_model = fixed_size_model(model, input_size)
+    flatbuffer = convert(export_model, precision, representative=representative, io_type=io_type)
+    tmp = output.with_name(f".{output.stem}.unverified.tflite")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(flatbuffer)
+    try:
+        ops = op_names(tmp)
+        flex = [op for op in ops if op.startswith("CUSTOM")]
+        if flex:
+            raise ExportError(f"{output}: the model needs ops LiteRT lacks: {flex}")
+        predictor = load_predictor(tmp, num_threads, labels=names)
+        run_keras = tf.function(lambda x: export_model(x, training=False))
+        images = np.asarray(verification_images, np.float32)
+        keras_out = np.concatenate([np.asarray(run_keras(x[None])) for x in images])
+        tflite_out = predictor(images)
+        agreement = compare(keras_out, tflite_out)
+        threshold = DEFAULT_AGREEMENT[precision] if min_agreement is None else min_agreement
+        if agreement.mask_agreement < threshold:
+            raise ExportVerificationError(
+                f"{output}: the {precision} model agrees with Keras on only "
+                f"{agreement.mask_agreement:.3%} of pixels of {len(images)} images "
+                f"(required {threshold:.3%}; mask IoU {agreement.mask_iou:.4f}, "
+                f"max |diff| {agreement.max_abs_diff:.3g}). Not written."
+            )
+        latency = {}
+        if latency_runs:
+            one = images[:1]
+            latency = {
+                "keras": median_latency_ms(lambda x: np.asarray(run_keras(x)), one, latency_runs),
+                "tflite": median_latency_ms(predictor, one, latency_runs),
+            }
+        meta = sidecar(export_model, output_kind(model), names, precision, output,
+                       io_details(tmp), target=predictor.target,
+                       size_multiple=model_multiple(model))
+        meta["verification"] = asdict(agreement)
+        meta["ops"] = ops
+        embed_metadata(tmp, meta)
+        # The metadata must not change what the model computes.
+        embedded = load_predictor(tmp, num_threads, labels=names)
+        if not np.array_equal(embedded(images[:1]), tflite_out[:1]):
+            raise ExportError(f"{output}: embedding the metadata changed the outputs")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    files.write_text(output.parent / "labels.txt", labels_text(names))
+    sidecar_path = output.with_suffix(".json")
+    files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
+    report = ExportReport(str(output), precision, output.stat().st_size, ops, agreement,
+                          latency, str(sidecar_path))
+    log.info("%s", report.format())
+    return report

@@ -1,0 +1,208 @@
+"""The run folder: what a training run writes, and how a rerun continues it.
+
+::
+
+    run/
+      config.json             the configuration (reload it with --config)
+      labels.txt              class names, index = class id
+      state.json              the commit record: epochs done, history, best
+      backup/epoch-NNNN.keras model and optimizer after the last epoch done
+      checkpoints/best.keras  the epoch with the best validation score
+      checkpoints/last.keras  the last epoch done
+      log.csv                 one row per epoch
+      curves.png              loss and Dice per epoch
+      summary.json            validation scores of best.keras
+
+An epoch counts as done once `state.json` says so. At the end of an epoch
+the model is saved to a new backup file, then `state.json` is replaced, both
+atomically and flushed to disk; only then are `last.keras`, `best.keras`
+(second names of the backup file) and `log.csv` brought up to date from the
+state. A process killed at any moment leaves every file whole: at worst the
+last epoch is not done yet, and the rerun repeats it and redoes the
+derived files. A model with non-finite weights is never committed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_unet import files
+from keras_unet.errors import KerasUnetError
+
+STATE_VERSION = 1
+
+
+class RunFolderError(KerasUnetError, RuntimeError):
+    """A run folder that cannot be used as asked; says what to do."""
+
+
+@dataclass
+class RunState:
+    """What a run has done, as committed in `state.json`.
+
+    Attributes:
+        epochs: Epochs the run was asked for.
+        epochs_done: Epochs done and committed.
+        examples_seen: Training examples drawn from the input stream.
+        history: One row per epoch done (`{"epoch": 0, "loss": ...}`).
+        monitor: The validation score that picks the best epoch.
+        best_epoch: Epoch (0-based) of `best.keras`, or `None`.
+        best_value: Its score.
+        finished: The run ended (all epochs, early stopping or time budget).
+        stopped_early: It ended by early stopping or the time budget.
+        backup: Path of the backup checkpoint, relative to the run folder.
+        version: Format version of this record.
+    """
+
+    epochs: int
+    epochs_done: int = 0
+    examples_seen: int = 0
+    history: list[dict] = field(default_factory=list)
+    monitor: str = "val_dice"
+    best_epoch: int | None = None
+    best_value: float | None = None
+    finished: bool = False
+    stopped_early: bool = False
+    backup: str | None = None
+    version: int = STATE_VERSION
+
+    def record(self, logs: dict, examples: int) -> bool:
+        """Adds the epoch just trained; returns whether it is the best so far.
+
+        Args:
+            logs: Keras epoch logs (losses and metrics, validation included).
+            examples: Training examples this epoch drew from the stream.
+        """
+        row = {"epoch": self.epochs_done}
+        row.update({k: _number(v) for k, v in logs.items() if k != "epoch"})
+        self.history.append(row)
+        self.epochs_done += 1
+        self.examples_seen += examples
+        value = row.get(self.monitor)
+        better = value is not None and math.isfinite(value) and (
+            self.best_value is None or value > self.best_value)
+        if better:
+            self.best_epoch, self.best_value = row["epoch"], value
+        return better
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+class RunFolder:
+    """Paths of a run folder and the commit protocol (see the module docstring).
+
+    Args:
+        path: The run folder.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.labels = self.path / "labels.txt"
+        self.state = self.path / "state.json"
+        self.backups = self.path / "backup"
+        self.checkpoints = self.path / "checkpoints"
+        self.best = self.checkpoints / "best.keras"
+        self.last = self.checkpoints / "last.keras"
+        self.log = self.path / "log.csv"
+        self.curves = self.path / "curves.png"
+        self.summary = self.path / "summary.json"
+        self.tensorboard = self.path / "tensorboard"
+
+    def read_state(self) -> RunState | None:
+        """The committed state, or `None` for a folder where no epoch was done.
+
+        Raises:
+            RunFolderError: If `state.json` cannot be read.
+        """
+        if not self.state.is_file():
+            return None
+        try:
+            values = json.loads(self.state.read_text(encoding="utf-8"))
+            return RunState(**values)
+        except (OSError, ValueError, TypeError) as err:
+            raise RunFolderError(
+                f"{self.state}: cannot be read ({err}); it was not written by keras-unet "
+                "(or was edited). Use --force to start over, or another --work-dir."
+            ) from None
+
+    def holds_a_run(self) -> bool:
+        """Whether the folder holds files of a training run."""
+        return any(p.exists() for p in (self.state, self.best, self.last, self.log,
+                                        self.backups))
+
+    def commit(self, state: RunState, model) -> None:
+        """Saves the model as the new backup, commits `state`, then publishes.
+
+        Args:
+            state: The state after the epoch just done (its `backup` is set
+                here).
+            model: The Keras model (with its optimizer).
+
+        Raises:
+            RunFolderError: If a weight is not finite (nothing is written).
+        """
+        bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
+        if bad:
+            raise RunFolderError(
+                f"not saving epoch {state.epochs_done}: non-finite weights in {bad[:3]}")
+        name = f"epoch-{state.epochs_done:04d}.keras"
+        files.atomic_write(self.backups / name, model.save, durable=True)
+        state.backup = f"{self.backups.name}/{name}"
+        self.write_state(state)
+        self.publish(state)
+
+    def write_state(self, state: RunState) -> None:
+        """Writes `state.json` atomically and flushed (the commit point)."""
+        text = json.dumps(dataclasses.asdict(state), indent=1, allow_nan=True) + "\n"
+        files.atomic_write(self.state, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                           durable=True)
+
+    def publish(self, state: RunState) -> None:
+        """Brings `last.keras`, `best.keras` and `log.csv` up to `state`.
+
+        Idempotent: a rerun calls it first, to finish what a killed process
+        left undone after its last commit.
+        """
+        if state.backup:
+            backup = self.path / state.backup
+            files.atomic_link(backup, self.last)
+            if state.best_epoch is not None and state.best_epoch == state.epochs_done - 1:
+                files.atomic_link(backup, self.best)
+            for old in self.backups.glob("epoch-*.keras"):
+                if old != backup:
+                    old.unlink(missing_ok=True)
+        files.write_text(self.log, history_csv(state.history))
+
+    def clear(self) -> None:
+        """Removes every training output (for `--force`): state, backups,
+        checkpoints, log, curves, summary, TensorBoard logs."""
+        for path in (self.state, self.log, self.curves, self.summary):
+            path.unlink(missing_ok=True)
+        for folder in (self.backups, self.checkpoints, self.tensorboard):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def history_csv(history: list[dict]) -> str:
+    """The history rows as CSV text (columns in order of first appearance)."""
+    columns = list(dict.fromkeys(key for row in history for key in row)) or ["epoch"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
