@@ -98,18 +98,18 @@ METHODS = {
 
 def score_methods(
     dataset,
-    predictor=None,
+    predictors: dict | None = None,
     groups: dict[str, str] | None = None,
     *,
     progress: bool = False,
 ) -> dict:
-    """Foreground Dice and object scores of the baselines (and a model).
+    """Foreground Dice and object scores of the baselines (and models).
 
     Args:
         dataset: A `keras_unet.pairs.Dataset` of binary masks with instance
             masks (`dataset.instances`).
-        predictor: A `keras_unet.inference.Predictor` to score beside the
-            baselines as `"unet"`, or `None`.
+        predictors: `{name: keras_unet.inference.Predictor}` to score beside
+            the baselines, or `None`.
         groups: Pair name (mask stem) -> group (e.g. imaging modality);
             every figure is also given per group.
         progress: Show a progress bar.
@@ -125,10 +125,11 @@ def score_methods(
     from keras_unet.readers import read_image, read_instances, read_mask
     from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
 
-    methods = list(METHODS) + (["unet"] if predictor is not None else [])
+    predictors = predictors or {}
+    methods = list(METHODS) + list(predictors)
     pooled = {}
     for index in tqdm(range(len(dataset.images)), desc="scoring", unit="image",
-                      disable=not progress):
+                      disable=None if progress else True):
         stem = dataset.stems[index]
         image = read_image(dataset.images[index], 3)
         truth = read_mask(dataset.masks[index], dataset.foreground_value)
@@ -141,13 +142,13 @@ def score_methods(
             "otsu_watershed": (confusion(truth, foreground.astype(np.uint8), 2),
                                object_scores(true_ids, otsu_watershed(image), ignore)),
         }
-        if predictor is not None:
+        for name, predictor in predictors.items():
             model_image = image if predictor.channels == 3 else read_image(
                 dataset.images[index], predictor.channels)
             probs = predict_image(predictor, model_image)
             result = evaluate_prediction(probs, truth, 2, target=predictor.target,
                                          true_instances=true_ids)
-            results["unet"] = (result.confusion, result.objects)
+            results[name] = (result.confusion, result.objects)
         for group in ("all", (groups or {}).get(stem)):
             if group is None:
                 continue

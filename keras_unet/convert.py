@@ -230,7 +230,8 @@ def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instance
         (p, output_dir, _stem(p, input_dir), ids, names, instances, overlays, force)
         for p in paths
     ]
-    bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="labelme2masks", unit="file",
+               disable=None if progress else True)
     results = run(_convert_one, jobs, bar=bar)
     unknown: dict[str, list[str]] = {}
     for index, result in results:
@@ -501,7 +502,8 @@ def masks_to_labelme(
     masks = sorted(Path(masks_dir).glob("*.png"))
     output_dir = Path(output_dir)
     summary = ConversionSummary(files=len(masks), labels=names)
-    for mask_path in tqdm(masks, desc="masks2labelme", unit="file", disable=not progress):
+    for mask_path in tqdm(masks, desc="masks2labelme", unit="file",
+                          disable=None if progress else True):
         image_path = images.get(mask_path.stem)
         if image_path is None:
             summary.errors.append((str(mask_path), "no image with this name"))

@@ -207,7 +207,7 @@ def evaluate_dataset(
     objects = ObjectScores() if dataset.instances else None
     rows, kept = [], []
     for index in tqdm(range(len(dataset.images)), desc="evaluate", unit="image",
-                      disable=not progress):
+                      disable=None if progress else True):
         image_path = dataset.images[index]
         image = read_image(image_path, predictor.channels)
         truth = read_mask(dataset.masks[index], dataset.foreground_value)

@@ -74,6 +74,10 @@ def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """
     import shutil
 
+    path = Path(path)
+    if path.exists() and os.path.samefile(source, path):
+        return path  # already that file (renaming a link onto itself would do nothing)
+
     def link(tmp: Path) -> None:
         try:
             os.link(source, tmp)

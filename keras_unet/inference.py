@@ -400,8 +400,8 @@ def predict_tiled(
         float32 `(H, W, K)` probabilities.
 
     Raises:
-        ValueError: If the tile size is not positive or not a multiple of
-            the model's size multiple, or the overlap is outside [0, 0.9].
+        InferenceError: If the tile size is not positive or not a multiple
+            of the model's size multiple, or the overlap is outside [0, 0.9].
     """
     check_tiling(predictor, tile, overlap)
     from tqdm.auto import tqdm
@@ -414,7 +414,7 @@ def predict_tiled(
              for x in tile_starts(padded.shape[1], tile_w, overlap)]
     total = weight_sum = None
     bar = tqdm(total=len(boxes), desc="tiles", unit="tile", leave=False,
-               disable=not progress or len(boxes) <= batch_size)
+               disable=None if progress and len(boxes) > batch_size else True)
     for chunk in _chunks(boxes, batch_size):
         batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
         out = _predict_batch(predictor, batch, tta)
@@ -433,16 +433,16 @@ def check_tiling(predictor: Predictor, tile: tuple[int, int], overlap: float) ->
     """Checks a tile size and overlap for a model.
 
     Raises:
-        ValueError: Naming the value and what is allowed.
+        InferenceError: Naming the value and what is allowed.
     """
     if not all(isinstance(t, (int, np.integer)) and t > 0 for t in tile):
-        raise ValueError(f"tile size {tile} must be positive integers")
+        raise InferenceError(f"tile size {tile} must be positive integers")
     m = predictor.multiple
     if predictor.input_size is None and any(t % m for t in tile):
-        raise ValueError(f"tile size {tile[0]}x{tile[1]} must be a multiple of {m} for "
+        raise InferenceError(f"tile size {tile[0]}x{tile[1]} must be a multiple of {m} for "
                          f"{predictor.path}")
     if not 0.0 <= overlap <= MAX_OVERLAP:
-        raise ValueError(f"tile overlap {overlap} must be in [0, {MAX_OVERLAP}] (a fraction "
+        raise InferenceError(f"tile overlap {overlap} must be in [0, {MAX_OVERLAP}] (a fraction "
                          "of the tile; 0.5 is the usual)")
 
 
@@ -578,7 +578,7 @@ def predict_files(
     Raises:
         InferenceError: If `source` holds no images, or LabelMe files are
             asked for a model without class names.
-        ValueError: On a bad tile size or overlap.
+        InferenceError: On a bad tile size or overlap.
     """
     from tqdm.auto import tqdm
 
@@ -595,7 +595,8 @@ def predict_files(
     paths = list_images(source)
     root = Path(source) if Path(source).is_dir() else None
     summary = PredictionSummary()
-    for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
+    bar = tqdm(paths, desc="predict", unit="image", disable=None if progress else True)
+    for path in bar:
         try:
             image = read_image(path, predictor.channels)
         except ReadError as err:

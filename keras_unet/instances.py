@@ -86,11 +86,12 @@ def label_instances(
     `"semantic"` models: every connected foreground region (8-connectivity)
     is an object. `"instances"` models: connected interior regions
     (4-connectivity, at least `min_seed` pixels) are the seeds; a watershed
-    on the boundary probability grows them over the foreground (interior
-    and boundary pixels), so touching objects meet along the boundary they
-    share. Foreground regions that hold no seed (objects too small for an
-    interior) stay objects of their own. Objects smaller than `min_size`
-    pixels are dropped.
+    on the distance to the seeds grows them over the foreground (interior
+    and boundary pixels): each pixel joins the nearest seed it is connected
+    to, so touching objects meet along the boundary they share. Foreground
+    regions that hold no seed (objects too small for an interior) stay
+    objects of their own. Objects smaller than `min_size` pixels are
+    dropped.
 
     Args:
         probabilities: `(H, W, K)` outputs of one image (see
@@ -114,7 +115,11 @@ def label_instances(
         interior = foreground & (probabilities.argmax(-1) != boundary)
         seeds, _ = ndimage.label(interior)
         seeds = remove_small(seeds, min_seed)
-        ids = watershed(probabilities[..., boundary], markers=seeds, mask=foreground)
+        # Flood from the seeds in order of distance: each foreground pixel joins
+        # the nearest seed it is connected to (ties on flat probabilities
+        # would otherwise be broken by flooding order).
+        distance = ndimage.distance_transform_edt(seeds == 0)
+        ids = watershed(distance, markers=seeds, mask=foreground)
         unseeded, _ = ndimage.label(foreground & (ids == 0), structure=np.ones((3, 3)))
         ids = np.where(unseeded > 0, unseeded + ids.max(), ids)
     else:

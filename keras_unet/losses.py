@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_unet.targets import class_probabilities, sparse_targets
+from keras_unet.targets import check_shapes, class_probabilities, sparse_targets
 
 
 class SegmentationLoss(keras.losses.Loss):
@@ -52,11 +52,16 @@ class SegmentationLoss(keras.losses.Loss):
         self.from_logits = from_logits
 
     def call(self, y_true, y_pred):
-        ids, valid = sparse_targets(y_true, self.ignore_class)
+        check_shapes(y_true, y_pred)
+        classes = max(2, y_pred.shape[-1])
+        ids, valid, invalid = sparse_targets(y_true, self.ignore_class, classes)
         probs, log_probs = class_probabilities(y_pred, self.from_logits)
         one_hot = ops.one_hot(ids, probs.shape[-1]) * valid[..., None]
         binary = y_pred.shape[-1] == 1
         losses = self.pixel_loss(probs, log_probs, one_hot, valid, binary)
+        # Out-of-range ids inside a compiled step: a NaN loss, which stops
+        # training with a message about class ids (never a silent 0).
+        losses = ops.where(invalid > 0, float("nan"), losses)
         # Keras divides by all pixels; rescale so it divides by valid ones.
         total = ops.cast(ops.size(valid), "float32")
         scale = ops.divide_no_nan(total, ops.sum(valid))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from keras_unet.targets import predicted_ids, sparse_targets
+from keras_unet.targets import check_shapes, predicted_ids, sparse_targets
 
 
 def confusion_matrix(y_true, y_pred_ids, num_classes: int, weights=None):
@@ -77,6 +77,9 @@ class _ConfusionMetric(keras.metrics.Metric):
         dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1 (the "
+                             "model's output channels; 1 for a sigmoid model)")
         self.num_classes = num_classes
         self.ignore_class = ignore_class
         self.threshold = threshold
@@ -97,7 +100,8 @@ class _ConfusionMetric(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        ids, valid = sparse_targets(y_true, self.ignore_class)
+        check_shapes(y_true, y_pred)
+        ids, valid, _ = sparse_targets(y_true, self.ignore_class, self._n)
         pred = predicted_ids(y_pred, self.threshold, self.from_logits)
         if sample_weight is not None:
             weight = ops.cast(sample_weight, "float32")

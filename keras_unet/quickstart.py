@@ -110,7 +110,8 @@ def run_main_job(
     print(f"\n[3/4] the U-Net against Otsu baselines on the {dataset_dir.name} validation images")
     _, val_set, _ = load_training_data(config)
     predictor = load_predictor(result.run_dir / "checkpoints" / "best.keras")
-    comparison = score_methods(val_set, predictor, read_groups(dataset_dir), progress=True)
+    comparison = score_methods(val_set, {"unet": predictor}, read_groups(dataset_dir),
+                               progress=True)
     print(format_comparison(comparison))
 
     print(f"\n[4/4] TFLite export, verified against Keras -> {work / 'export'}")

@@ -189,6 +189,12 @@ class RunFolder:
                     old.unlink(missing_ok=True)
         files.write_text(self.log, history_csv(state.history))
 
+    def remove_leftovers(self) -> None:
+        """Deletes the temporary files a killed process left (`.*.tmp*`)."""
+        for folder in (self.path, self.backups, self.checkpoints):
+            for leftover in folder.glob(".*.tmp*"):
+                leftover.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Removes every training output (for `--force`): state, backups,
         checkpoints, log, curves, summary, TensorBoard logs."""

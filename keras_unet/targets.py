@@ -11,28 +11,71 @@ Only `keras.ops` is used, so this works on every Keras backend.
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 
-def sparse_targets(y_true, ignore_class: int | None = None):
+def sparse_targets(y_true, ignore_class: int | None = None, num_classes: int | None = None):
     """Class ids and the valid-pixel mask of a batch of masks.
 
     Args:
         y_true: Class-id masks, `(B, H, W)` or `(B, H, W, 1)`, any dtype.
         ignore_class: Id of unlabelled pixels, or `None`.
+        num_classes: Classes the predictions have (2 for sigmoid models);
+            ids outside `0..num_classes-1` (other than `ignore_class`) are
+            an error: a `ValueError` when the values are at hand (eager
+            calls), and marked in `invalid` inside compiled functions.
 
     Returns:
-        `(ids, valid)`: int32 ids of shape `(B, H, W)` with ignored pixels set
-        to 0, and a float32 mask of shape `(B, H, W)` that is 0 at ignored
-        pixels and 1 elsewhere.
+        `(ids, valid, invalid)`: int32 ids of shape `(B, H, W)` with ignored
+        and invalid pixels set to 0, a float32 mask of shape `(B, H, W)`
+        that is 0 at ignored pixels and 1 elsewhere, and a float32 mask of
+        the pixels whose id is out of range.
+
+    Raises:
+        ValueError: If concrete masks hold ids out of range.
     """
     ids = ops.cast(ops.round(ops.convert_to_tensor(y_true)), "int32")
     if len(ids.shape) == 4:
         ids = ops.squeeze(ids, axis=-1)
-    if ignore_class is None:
-        return ids, ops.ones_like(ids, dtype="float32")
-    valid = ops.not_equal(ids, ignore_class)
-    return ops.where(valid, ids, 0), ops.cast(valid, "float32")
+    valid = ops.ones_like(ids, dtype="bool") if ignore_class is None else ops.not_equal(
+        ids, ignore_class)
+    if num_classes is None:
+        invalid = ops.zeros_like(ids, dtype="bool")
+    else:
+        invalid = ops.logical_and(valid, ops.logical_or(ops.less(ids, 0),
+                                                        ops.greater_equal(ids, num_classes)))
+        _refuse_concrete(ids, invalid, num_classes, ignore_class)
+    ids = ops.where(ops.logical_or(ops.logical_not(valid), invalid), 0, ids)
+    return ids, ops.cast(valid, "float32"), ops.cast(invalid, "float32")
+
+
+def _refuse_concrete(ids, invalid, num_classes: int, ignore_class) -> None:
+    """Raises for out-of-range ids when the tensors hold values (not tracing)."""
+    try:
+        bad = np.asarray(ops.convert_to_numpy(ids))[np.asarray(ops.convert_to_numpy(invalid))]
+    except Exception:  # symbolic tensors (tf.function, jax.jit): checked in the graph
+        return
+    if bad.size:
+        values = sorted({int(v) for v in bad.ravel()})
+        ignore = "" if ignore_class is None else f", and {ignore_class} = ignore"
+        raise ValueError(f"masks hold class ids {values[:5]} outside 0..{num_classes - 1} "
+                         f"(the model has {num_classes} classes{ignore})")
+
+
+def check_shapes(y_true, y_pred) -> None:
+    """Checks that masks `(B, H, W[, 1])` fit predictions `(B, H, W, C)`.
+
+    Raises:
+        ValueError: Naming both shapes, if the ranks or known sizes differ.
+    """
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    mask = true_shape[:-1] if len(true_shape) == 4 and true_shape[-1] == 1 else true_shape
+    if len(mask) != 3 or len(pred_shape) != 4 or any(
+            a is not None and b is not None and a != b for a, b in zip(mask, pred_shape)):
+        raise ValueError(f"masks of shape {true_shape} do not fit predictions of shape "
+                         f"{pred_shape}: masks must be (batch, height, width) or (batch, "
+                         "height, width, 1) class ids of the predictions' batch and size")
 
 
 def class_probabilities(y_pred, from_logits: bool = False):

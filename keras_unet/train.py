@@ -330,6 +330,7 @@ def train(
         if state.finished or not config.time_budget:  # a budgeted run keeps its epochs
             state.epochs = max(config.epochs, state.epochs_done)
         state.finished = state.stopped_early = False
+        run.remove_leftovers()
         run.publish(state)  # finishes what a killed process left undone
     start_epoch = state.epochs_done
     phases = _phases(config, state.epochs)

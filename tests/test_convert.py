@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -201,6 +202,119 @@ def test_cli_exits_non_zero_and_names_each_bad_file(mixed_folder, tmp_path, caps
     for name in ("broken.json", "noimage.json", "ellipse.json", "sizes.json", "thin.json"):
         assert f"{name}: " in out
     assert "converted: 3" in out  # zebra is a class when no label map is given
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_malformed_fields_are_per_file_errors_and_the_rest_converts(good_folder, tmp_path,
+                                                                   capsys, workers):
+    write_file(good_folder, "nullabel", [{"label": None, "points": [[0, 0], [5, 5]],
+                                          "shape_type": "rectangle"}])
+    write_file(good_folder, "newline", [box("cat\nhat", 0, 0, 5, 5)])
+    write_file(good_folder, "listtype", [{"label": "cat", "points": [[0, 0], [5, 5]],
+                                          "shape_type": ["rectangle"]}])
+    write_file(good_folder, "listgroup", [box("cat", 0, 0, 5, 5, group_id=[1])])
+    doc = json.loads((good_folder / "one.json").read_text())
+    (good_folder / "intpath.json").write_text(json.dumps({**doc, "imagePath": 5}))
+    (good_folder / "listdata.json").write_text(json.dumps({**doc, "imageData": [1]}))
+    code = main(["labelme2masks", str(good_folder), str(tmp_path / "out"),
+                 "--workers", workers])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.out + captured.err
+    for name, reason in [("nullabel", "label must be a string, got null"),
+                         ("newline", "holds a line break"),
+                         ("listtype", "shape_type must be a string"),
+                         ("listgroup", "group_id must be an integer"),
+                         ("intpath", "imagePath must be a string"),
+                         ("listdata", "imageData must be a string")]:
+        assert f"{name}.json: " in captured.out and reason in captured.out, name
+    assert "converted: 2" in captured.out
+    labels = (tmp_path / "out" / "labels.txt").read_text().splitlines()
+    assert labels == ["__ignore__", "_background_", "cat", "dog"]  # no 'None', no 'cat\nhat'
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_input", "input folder not found"),
+    ("input_is_a_file", "not a folder"),
+    ("missing_labels", "labels file not found"),
+    ("output_is_a_file", "the output path is a file, not a folder"),
+    ("read_only_output", "cannot write to the output folder"),
+])
+def test_cli_input_and_output_mistakes_are_one_clear_line(good_folder, tmp_path, capsys,
+                                                         case, message):
+    source, out, extra = good_folder, tmp_path / "out", []
+    if case == "missing_input":
+        source = tmp_path / "nowhere"
+    elif case == "input_is_a_file":
+        source = good_folder / "one.json"
+    elif case == "missing_labels":
+        extra = ["--labels", str(tmp_path / "labels.txt")]
+    elif case == "output_is_a_file":
+        out.write_text("a file")
+    elif case == "read_only_output":
+        if os.geteuid() == 0:  # root writes anywhere on disk: use a read-only file system
+            out = Path("/proc/self/keras-unet-out")
+        else:
+            out.mkdir()
+            out.chmod(0o500)
+    code = main(["labelme2masks", str(source), str(out), *extra])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert message in captured.err and "Traceback" not in captured.err
+    assert str(source if "input" in case else out).split("/")[-1] in captured.err
+
+
+def test_more_classes_than_masks_hold_is_a_clear_error(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_file(src, "many", [box(f"c{i}", 0, 0, 2, 2) for i in range(255)])
+    code = main(["labelme2masks", str(src), str(tmp_path / "out")])
+    assert code == 1
+    assert "255 classes do not fit in 8-bit masks" in capsys.readouterr().err
+
+
+WORKERS_OF_A_KILLED_PARENT = """
+import os, sys, time
+from keras_unet.convert import _runner
+
+def stall(i):
+    time.sleep(60)
+    return i
+
+with _runner(2) as run:
+    pool = run.keywords["pool"]
+    pids = {pool.submit(os.getpid).result() for _ in range(20)}
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    list(run(stall, [(i,) for i in range(4)]))
+"""
+
+
+def test_worker_processes_end_when_the_parent_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PARENT],
+                              stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert workers and parent.pid not in workers
+    time.sleep(1)  # the workers are busy now
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _running(pid)]
+    assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
 
 
 def test_cli_strict_stops_at_the_first_bad_file(mixed_folder, tmp_path, capsys):

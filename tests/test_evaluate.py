@@ -5,7 +5,6 @@ import PIL.Image
 import pytest
 
 from keras_unet.pairs import load_dataset
-from keras_unet.baselines import otsu_threshold
 from keras_unet.evaluate import evaluate_dataset
 from keras_unet.scores import confusion, format_confusion, per_class_scores
 from keras_unet.files import save_mask
@@ -35,12 +34,6 @@ def test_per_class_scores_from_the_matrix():
 def test_absent_classes_are_undefined_not_zero():
     scores = per_class_scores(np.array([[5, 0], [0, 0]]), ["bg", "x"])
     assert scores["classes"]["x"]["iou"] is None and scores["mean_iou"] == 1.0
-
-
-def test_otsu_matches_scikit_image():
-    filters = pytest.importorskip("skimage.filters")
-    image = np.random.default_rng(0).random((64, 64)) ** 2 * 255
-    assert otsu_threshold(image) == pytest.approx(filters.threshold_otsu(image), abs=1.0)
 
 
 def test_evaluate_dataset_writes_the_report(tmp_path):

@@ -52,3 +52,20 @@ def test_instance_png_keeps_ids_above_255(tmp_path):
     path = files.save_instances(tmp_path / "i.png", instances)
     with PIL.Image.open(path) as image:
         np.testing.assert_array_equal(np.asarray(image).astype(np.uint16), instances)
+
+
+def test_linking_a_file_again_leaves_no_temporary_behind(tmp_path):
+    """Renaming a hard link onto the same file does nothing (POSIX): the
+    temporary name would stay."""
+    source = files.write_bytes(tmp_path / "a.bin", b"x")
+    files.atomic_link(source, tmp_path / "b.bin")
+    files.atomic_link(source, tmp_path / "b.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+    assert (tmp_path / "b.bin").read_bytes() == b"x"
+
+
+def test_a_writable_folder_check_names_a_file_in_the_way(tmp_path):
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(NotADirectoryError, match="the output path is a file"):
+        files.check_writable_folder(tmp_path / "out")
+    assert files.check_writable_folder(tmp_path / "new" / "deep").is_dir()

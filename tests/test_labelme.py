@@ -315,6 +315,113 @@ def test_bad_shapes_name_the_file_shape_and_problem(tmp_path, bad, reason):
     assert "bad.json" in str(err.value) and "shape #0" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (shape(None, [[1, 1], [2, 2], [3, 1]]), "label must be a string, got null"),
+        (shape(7, [[1, 1], [2, 2], [3, 1]]), "label must be a string, got an integer"),
+        (shape("a\nb", [[1, 1], [2, 2], [3, 1]]), "holds a line break"),
+        (shape("  ", [[1, 1], [2, 2], [3, 1]]), "label is empty"),
+        (shape("a", [[1, 1], [2, 2], [3, 1]], ["polygon"]), "shape_type must be a string"),
+        (shape("a", [[1, 1], [2, 2], [3, 1]], group_id=[1]), "group_id must be an integer"),
+        (shape("a", [[1, 1], [2, 2], [3, 1]], group_id=True), "group_id must be an integer"),
+        (shape("a", [[1, 1], [1e300, 2], [3, 1]]), "points must be finite numbers within"),
+        (shape("a", [[1, 1], [5, 5]], "mask", mask=5), "'mask' must be a base64 string"),
+    ],
+)
+def test_malformed_shape_fields_name_the_file_shape_and_field(tmp_path, bad, reason):
+    path = write_json(tmp_path / "bad.json", [bad])
+    with pytest.raises(LabelMeError, match=reason) as err:
+        read_annotation(path)
+    assert "bad.json: shape #0" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("imagePath", 3, "imagePath must be a string or null, got an integer"),
+        ("imageData", ["x"], "imageData must be a string or null, got a list"),
+        ("imageHeight", "40", "imageHeight must be an integer or null, got a string"),
+        ("imageWidth", -3, "imageWidth must be a positive integer, got -3"),
+    ],
+)
+def test_malformed_file_fields_name_the_field(tmp_path, field, value, reason):
+    path = write_json(tmp_path / "bad.json", [], **{field: value})
+    with pytest.raises(LabelMeError, match=reason):
+        read_annotation(path)
+
+
+# --- fuzz: mutated LabelMe files end in the documented per-file error -------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=8,
+)
+TOP_KEYS = ["version", "flags", "shapes", "imagePath", "imageData", "imageHeight",
+            "imageWidth"]
+SHAPE_KEYS = ["label", "points", "group_id", "shape_type", "flags", "description", "mask"]
+
+
+@st.composite
+def mutated_documents(draw_):
+    """A valid two-shape LabelMe document with random keys removed, values
+    swapped for random JSON, out-of-range numbers and extra junk shapes."""
+    doc = {
+        "version": "5.5.0", "flags": {}, "imagePath": "img.png", "imageData": None,
+        "imageHeight": 20, "imageWidth": 30,
+        "shapes": [shape("a", [[1, 1], [10, 2], [5, 9]]),
+                   shape("b", [[2, 2], [8, 8]], "rectangle", group_id=1)],
+    }
+    for _ in range(draw_(st.integers(1, 4))):
+        target = draw_(st.sampled_from(["top", "shape", "point", "extra"]))
+        if target == "top":
+            key = draw_(st.sampled_from(TOP_KEYS))
+            if draw_(st.booleans()):
+                doc.pop(key, None)
+            else:
+                doc[key] = draw_(JSON_VALUES)
+        elif target == "extra" and isinstance(doc.get("shapes"), list):
+            doc["shapes"].append(draw_(JSON_VALUES))
+        elif isinstance(doc.get("shapes"), list) and doc["shapes"]:
+            item = doc["shapes"][draw_(st.integers(0, len(doc["shapes"]) - 1))]
+            if not isinstance(item, dict):
+                continue
+            if target == "point" and isinstance(item.get("points"), list) and item["points"]:
+                item["points"][0] = draw_(st.sampled_from([
+                    [1e308, 2], [float("nan"), 1], [-5, 3], ["1", 2], [1], [1, 2, 3], None]))
+            else:
+                key = draw_(st.sampled_from(SHAPE_KEYS))
+                if draw_(st.booleans()):
+                    item.pop(key, None)
+                else:
+                    item[key] = draw_(JSON_VALUES)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def fuzz_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fuzz")
+    save_png(folder / "img.png", np.full((20, 30, 3), 90, np.uint8))
+    return folder
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=mutated_documents())
+def test_mutated_files_end_in_the_per_file_error_and_nothing_else(fuzz_folder, document):
+    from keras_unet.convert import labelme_to_masks
+
+    path = fuzz_folder / "doc.json"
+    path.write_text(json.dumps(document))
+    summary = labelme_to_masks(fuzz_folder, fuzz_folder.parent / (fuzz_folder.name + "_out"),
+                               labels=["_background_", "a", "b"], workers=1, force=True)
+    assert summary.converted + len(summary.errors) == 1
+    for file, reason in summary.errors:
+        assert file == str(path) and reason
+
+
 def test_missing_image_names_the_path(tmp_path):
     path = write_json(tmp_path / "a.json", [], image_path="gone.jpg")
     with pytest.raises(LabelMeError, match="image not found: imagePath 'gone.jpg'"):

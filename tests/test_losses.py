@@ -118,3 +118,33 @@ def test_losses_serialize_with_their_options():
     loss = DiceCELoss(dice_weight=2.0, ignore_class=255, from_logits=True)
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert (clone.dice_weight, clone.ignore_class, clone.from_logits) == (2.0, 255, True)
+
+
+@pytest.mark.parametrize("loss", [DiceCELoss(), CrossEntropyLoss(), DiceLoss()],
+                         ids=["dice_ce", "ce", "dice"])
+def test_masks_of_another_size_than_the_predictions_are_a_value_error(loss):
+    with pytest.raises(ValueError, match=r"masks of shape \(1, 2, 3\) do not fit "
+                                         r"predictions of shape \(1, 2, 2, 1\)"):
+        loss(np.zeros((1, 2, 3)), np.full((1, 2, 2, 1), 0.5, "float32"))
+
+
+def test_class_ids_the_model_does_not_have_are_an_error_not_a_zero_loss():
+    three_classes = np.full((1, 2, 2, 3), 1 / 3, "float32")
+    with pytest.raises(ValueError, match=r"class ids \[3, 7\] outside 0..2"):
+        DiceCELoss(ignore_class=255)(np.array([[[0, 3], [7, 255]]]), three_classes)
+    with pytest.raises(ValueError, match=r"class ids \[2\] outside 0..1"):  # sigmoid model
+        CrossEntropyLoss()(np.array([[[0, 2], [1, 1]]]), np.full((1, 2, 2, 1), .5, "float32"))
+
+
+def test_out_of_range_ids_inside_a_compiled_function_give_a_nan_loss():
+    """In a traced training step the values are not at hand: the loss turns
+    NaN, which stops training with a message about class ids."""
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("traced with tf.function")
+    loss = DiceCELoss(ignore_class=255)
+    traced = tf.function(lambda y, p: loss(y, p))
+    p = np.full((1, 2, 2, 3), 1 / 3, "float32")
+    assert np.isnan(float(traced(np.array([[[0, 5], [1, 255]]]), p)))
+    assert np.isfinite(float(traced(np.array([[[0, 2], [1, 255]]]), p)))

@@ -68,7 +68,7 @@ def test_empty_truth_predicted_empty_leaves_the_class_out():
     y = np.zeros((1, 2, 2))
     assert score(IoU(1), y, np.zeros((1, 2, 2, 1))) == 0.0
     # background and class 2 defined; class 1 absent from both is skipped
-    assert score(IoU(3), np.array([[[0, 2]]]), np.eye(3)[[[[0, 2]]]][0]) == 1.0
+    assert score(IoU(3), np.array([[[0, 2]]]), np.eye(3)[[[[0, 2]]]]) == 1.0
 
 
 def test_pixel_sample_weights_weight_the_counts():
@@ -86,3 +86,17 @@ def test_metrics_serialize_with_their_options():
     metric = Dice(4, class_ids=[1, 2], ignore_class=255)
     clone = keras.metrics.deserialize(keras.metrics.serialize(metric))
     assert (clone.class_ids, clone.ignore_class, clone.num_classes) == ([1, 2], 255, 4)
+
+
+@pytest.mark.parametrize("classes", [0, -1, 2.5, True])
+def test_metrics_refuse_a_class_count_that_is_not_a_positive_integer(classes):
+    for metric in (IoU, Dice):
+        with pytest.raises(ValueError, match=r"num_classes=.* must be an integer >= 1"):
+            metric(classes)
+
+
+def test_metrics_refuse_masks_of_another_size_and_ids_out_of_range():
+    with pytest.raises(ValueError, match=r"masks of shape \(1, 1, 3\) do not fit"):
+        IoU(3).update_state(np.zeros((1, 1, 3)), np.full((1, 1, 2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"class ids \[4\] outside 0..2"):
+        Dice(3).update_state(np.array([[[0, 4]]]), np.full((1, 1, 2, 3), 1 / 3))

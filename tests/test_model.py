@@ -22,6 +22,7 @@ OPTION_SETS = {
     "attention": dict(attention=True),
     "residual": dict(residual=True),
     "dropout_all": dict(dropout=0.2, dropout_position="all"),
+    "per_image": dict(input_normalization="per_image"),
     "everything": dict(
         attention=True, residual=True, normalization="batch", upsampling="bilinear"
     ),
@@ -120,6 +121,9 @@ def test_layers_have_readable_names():
         ("kernel_size", 4),
         ("dropout", 1.5),
         ("input_shape", (64, 64)),
+        ("input_shape", None),
+        ("input_shape", "64x64"),
+        ("input_normalization", "batch"),
     ],
 )
 def test_invalid_option_raises_value_error_naming_it(option, value):
@@ -204,3 +208,19 @@ def test_a_fresh_process_loads_a_compiled_model_after_import_keras_unet(tmp_path
     code = ("import keras, keras_unet; m = keras.models.load_model(r'%s'); "
             "print(type(m.loss).__name__)" % (tmp_path / "m.keras"))
     assert run_python(code).strip().endswith("DiceCELoss")
+
+
+def test_per_image_standardization_makes_the_model_indifferent_to_brightness():
+    model = build_unet((32, 32, 3), 1, input_normalization="per_image", **TINY)
+    image = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32") * 0.5
+    brighter = image * 1.5 + 0.2  # another exposure of the same scene
+    np.testing.assert_allclose(model.predict(image, verbose=0),
+                               model.predict(brighter, verbose=0), atol=1e-5)
+    plain = build_unet((32, 32, 3), 1, **TINY)
+    assert "input_norm" in {layer.name for layer in model.layers}
+    assert "input_norm" not in {layer.name for layer in plain.layers}
+
+
+def test_input_normalization_is_refused_with_a_backbone():
+    with pytest.raises(ValueError, match="input_normalization is not supported with a backbone"):
+        build_unet((64, 64, 3), 1, backbone="mobilenet_v2", input_normalization="per_image")

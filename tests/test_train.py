@@ -72,6 +72,139 @@ class Poison(keras.callbacks.Callback):
 def test_nan_loss_stops_training_with_a_clear_message(tiny_nuclei, tmp_path):
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, batch 2.*--lr"):
         train(tiny_config(tiny_nuclei, tmp_path / "run"), extra_callbacks=[Poison()])
+    assert not (tmp_path / "run" / "checkpoints" / "best.keras").exists()
+
+
+def log_rows(run):
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_nan_run_never_replaces_the_good_model_of_a_finished_run(tiny_nuclei, tmp_path):
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=2)
+    train(config)
+    best = tmp_path / "run" / "checkpoints" / "best.keras"
+    good = best.read_bytes()
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=4), extra_callbacks=[Poison()])
+    assert best.read_bytes() == good
+    model = keras.models.load_model(best)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert len(log_rows(tmp_path / "run")) == 2
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epochs_done"] == 2  # the 2-epoch run is intact; the continuation failed
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_more_epochs_continue_it(
+        tiny_nuclei, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = tiny_config(tiny_nuclei, run, epochs=2)
+    first = train(config)
+    stamp = (run / "checkpoints" / "best.keras").stat().st_mtime_ns
+    again = train(config)
+    assert again.already_finished and again.scores == first.scores
+    assert (run / "checkpoints" / "best.keras").stat().st_mtime_ns == stamp
+    assert len(log_rows(run)) == 2
+    longer = train(tiny_config(tiny_nuclei, run, epochs=3))
+    assert not longer.already_finished and longer.initial_epoch == 2
+    assert [int(r["epoch"]) for r in log_rows(run)] == [0, 1, 2]
+    last = keras.models.load_model(run / "checkpoints" / "last.keras")
+    assert int(last.optimizer.iterations.numpy()) == 3 * config.steps_per_epoch
+
+
+def test_another_configuration_in_the_same_folder_is_refused_unless_forced(tiny_nuclei,
+                                                                            tmp_path):
+    from keras_unet.runs import RunFolderError
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_nuclei, run, epochs=2))
+    other = tiny_config(tiny_nuclei, run, epochs=1, lr=1e-3)
+    with pytest.raises(RunFolderError, match=r"another configuration \(lr: 0.01 before, "
+                                             r"0.001 now\).*--force"):
+        train(other)
+    with pytest.raises(RunFolderError, match="already trained 2 epochs, more than the 1"):
+        train(tiny_config(tiny_nuclei, run, epochs=1))
+    result = train(other, force=True)
+    assert result.initial_epoch == 0 and len(log_rows(run)) == 1
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-3
+
+
+def test_a_resumed_deterministic_run_repeats_the_uninterrupted_one(tiny_nuclei, tmp_path):
+    whole = train(tiny_config(tiny_nuclei, tmp_path / "whole", epochs=4))
+    config = tiny_config(tiny_nuclei, tmp_path / "parts", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[Interrupt()])
+    parts = train(config)
+    assert parts.initial_epoch == 2
+    for key in ("loss", "val_loss", "val_dice"):
+        np.testing.assert_allclose(parts.history[key], whole.history[key], rtol=1e-5,
+                                   err_msg=key)
+    # best.keras is the best epoch of the whole run, also across the resume
+    rows = log_rows(tmp_path / "parts")
+    best = max(range(4), key=lambda i: float(rows[i]["val_dice"]))
+    state = json.loads((tmp_path / "parts" / "state.json").read_text())
+    assert state["best_epoch"] == best
+    assert parts.scores["foreground_dice"] == pytest.approx(float(rows[best]["val_dice"]),
+                                                            rel=1e-6)
+
+
+KILLABLE = """
+import json, os, signal, sys
+config = json.loads(sys.argv[1])
+kill_at = sys.argv[2]
+if kill_at == "save":  # die inside the second checkpoint save, before its rename
+    import keras_unet.files as files
+    replace, saves = os.replace, []
+    def dying_replace(src, dst):
+        if str(dst).endswith(".keras"):
+            saves.append(dst)
+            if len(saves) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+    files.os.replace = dying_replace
+from keras_unet.train import TrainConfig, train
+train(TrainConfig(**config))
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["mid_epoch", "save"])
+def test_a_killed_run_leaves_loadable_files_and_resumes(tiny_nuclei, tmp_path, kill_at):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    settings = dict(data=str(tiny_nuclei), work_dir=str(run), crop_size=64, batch_size=4,
+                    epochs=4, steps_per_epoch=6, lr=1e-2, schedule="constant",
+                    model=dict(TINY_MODEL), val_fraction=0.25, tensorboard=False,
+                    verbose=0, deterministic=True)
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(settings), kill_at],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    if kill_at == "mid_epoch":
+        deadline = time.time() + 300
+        while time.time() < deadline and child.poll() is None:
+            state = run / "state.json"
+            if state.is_file() and json.loads(state.read_text())["epochs_done"] >= 1:
+                time.sleep(0.5)  # into the next epoch
+                os.kill(child.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    child.wait(timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read()[-2000:]
+    done = json.loads((run / "state.json").read_text())["epochs_done"]
+    assert 1 <= done < 4
+    for path in [*run.rglob("*.keras")]:  # everything on disk loads, even now
+        if not path.name.startswith("."):
+            keras.models.load_model(path)
+    result = train(TrainConfig(**settings))
+    assert result.initial_epoch == done
+    rows = log_rows(run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    best = max(range(4), key=lambda i: float(rows[i]["val_dice"]))
+    assert json.loads((run / "state.json").read_text())["best_epoch"] == best
+    for name in ("best.keras", "last.keras"):
+        keras.models.load_model(run / "checkpoints" / name)
+    assert not [p.name for p in run.rglob(".*tmp*")]
 
 
 def test_config_file_is_loaded_and_flags_override_it(tiny_nuclei, tmp_path, capsys):

@@ -71,9 +71,8 @@ def quiet(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_PlainFormatter())
     ours = logging.getLogger("keras_unet")
-    ours.handlers[:] = [handler]
+    ours.handlers[:] = [handler]  # the root logger has none: nothing prints twice
     ours.setLevel(logging.INFO)
-    ours.propagate = False
     for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="keras")

@@ -83,8 +83,8 @@ def sidecar(
         meta["postprocessing"] = {
             "description": (
                 "objects: connected interior pixels (argmax = a class, 4-connected) of at "
-                "least min_seed pixels are seeds; a watershed on the boundary channel grows "
-                "them over the foreground (argmax != 0); objects under min_size pixels are "
+                "least min_seed pixels are seeds; a watershed on the distance to the seeds "
+                "grows them over the foreground (argmax != 0); objects under min_size pixels are "
                 "dropped (keras_unet.instances.label_instances)"),
             "min_seed": MIN_SEED_SIZE,
             "min_size": MIN_OBJECT_SIZE,

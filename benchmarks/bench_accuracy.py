@@ -1,0 +1,150 @@
+"""Accuracy on real data: U-Nets against Otsu baselines on DSB2018 nuclei.
+
+On the suggested train/val split of `../shared/datasets/dsb2018_nuclei`
+(445 training, 113 validation images; fluorescence, grey and colour
+brightfield), scores on the validation images:
+
+(a) Otsu threshold (the smaller side is foreground) + connected components,
+(b) Otsu + distance-transform watershed,
+(c) a binary (semantic) U-Net + connected components,
+(d) the instance-mode U-Net (boundary class + seeded watershed),
+
+each by foreground Dice and by the DSB2018 object score (mean AP over IoU
+0.5:0.05:0.95), F1 at IoU 0.5, missed/split/merged objects, for all images
+and per modality. Prints a table and writes `benchmarks/results/accuracy.json`.
+
+    python benchmarks/bench_accuracy.py                 # the CPU recipe (2 cores)
+    python benchmarks/bench_accuracy.py --recipe gpu    # the longer recipe
+    python benchmarks/bench_accuracy.py --set model.filters=8 --tag f8   # a variant
+
+Training runs go to `runs/bench_accuracy/<recipe>[-<tag>]/<mode>`; a rerun reuses
+finished runs (delete the folder to retrain).
+"""
+
+import argparse
+import copy
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
+
+# Each recipe trains both modes; the CPU one fits 45 minutes on 2 cores in all.
+RECIPES = {
+    "cpu": dict(
+        channels=3, crop_size=128, batch_size=8, epochs=10, steps_per_epoch=100, lr=3e-3,
+        model={"filters": 16, "depth": 4, "normalization": "batch"},
+        early_stopping=0, jit_compile="on",
+    ),
+    "gpu": dict(
+        channels=3, crop_size=256, batch_size=16, epochs=100, steps_per_epoch=100, lr=2e-3,
+        model={"filters": 32, "depth": 4, "normalization": "batch"},
+        early_stopping=0,
+    ),
+}
+
+
+def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
+    """A keras-unet dataset folder over the DSB2018 files (links, no copies).
+
+    Returns:
+        `(dataset folder, val.txt, {name: modality})`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in (("images", "images"), ("masks", "masks"), ("instances", "labels")):
+        link = folder / name
+        if not link.exists():
+            link.symlink_to((source / target).resolve(), target_is_directory=True)
+    (folder / "labels.txt").write_text("__ignore__\n_background_\nnucleus\n")
+    with open(source / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val = folder / "val.txt"
+    val.write_text("".join(f"{r['id']}\n" for r in rows if r["split"] == "val"))
+    return folder, val, {r["id"]: r["modality"] for r in rows}
+
+
+def parse_value(text: str):
+    """`--set` values: JSON when it parses (numbers, booleans, lists), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def recipe_with(name: str, settings: list[str]) -> dict:
+    """The recipe with `key=value` / `model.key=value` overrides."""
+    recipe = copy.deepcopy(RECIPES[name])
+    for item in settings:
+        key, _, value = item.partition("=")
+        if "." in key:
+            section, sub = key.split(".", 1)
+            recipe.setdefault(section, {})[sub] = parse_value(value)
+        else:
+            recipe[key] = parse_value(value)
+    return recipe
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe setting, e.g. model.filters=8")
+    parser.add_argument("--tag", default="", help="name of this variant")
+    parser.add_argument("--modes", nargs="+", default=["semantic", "instances"],
+                        choices=("semantic", "instances"))
+    parser.add_argument("--data", default=str(SOURCE))
+    parser.add_argument("--work", default=str(REPO / "runs" / "bench_accuracy"))
+    args = parser.parse_args()
+    source = Path(args.data)
+    if not (source / "metadata.csv").is_file():
+        sys.exit(f"{source}: the DSB2018 subset is not there (../shared/datasets)")
+
+    from keras_unet.cli import quiet
+
+    quiet(verbose=False)
+    from keras_unet.baselines import format_comparison, score_methods
+    from keras_unet.inference import load_predictor
+    from keras_unet.train import TrainConfig, load_training_data, train
+
+    work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
+    data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")
+    recipe = recipe_with(args.recipe, args.set)
+    predictors, seconds, configs = {}, {}, {}
+    for mode in args.modes:
+        config = TrainConfig(data=str(data), val_list=str(val_list), work_dir=str(work / mode),
+                             foreground_value=255, target=mode, tensorboard=False,
+                             verbose=2, **recipe)
+        print(f"training the {mode} U-Net -> {config.work_dir}", flush=True)
+        start = time.perf_counter()
+        result = train(config)
+        seconds[mode] = round(time.perf_counter() - start, 1)
+        if result.already_finished:
+            seconds[mode] = json.loads((work / "seconds.json").read_text()).get(mode) if (
+                work / "seconds.json").is_file() else None
+        configs[mode] = config
+        name = "unet_instances" if mode == "instances" else "unet_semantic"
+        predictors[name] = load_predictor(result.run_dir / "checkpoints" / "last.keras")
+    (work / "seconds.json").write_text(json.dumps(seconds))
+    _, val_set, _ = load_training_data(configs[args.modes[0]])
+    start = time.perf_counter()
+    table = score_methods(val_set, predictors, modalities, progress=True)
+    scoring = time.perf_counter() - start
+    print(format_comparison(table))
+    print(f"training seconds: {seconds}; scoring {scoring:.0f} s for {len(val_set.images)} "
+          f"images; recipe {args.recipe} {recipe}; {os.cpu_count()} cores")
+    name = "accuracy" + (f"_{args.recipe}" if args.recipe != "cpu" else "") + (
+        f"_{args.tag}" if args.tag else "")
+    print(save(name, {"recipe": args.recipe, "settings": recipe, "tag": args.tag,
+                      "training_seconds": seconds, "scoring_seconds": round(scoring, 1),
+                      "scores": table, "checkpoint": "last.keras"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Tests for keras_unet.cli: a user's mistake ends in one clear line.
+
+Every case runs the command as a user would and checks the exit code (2 for
+a bad flag value, 1 for an input that cannot be used), that the message
+names the flag or file and the problem, and that no traceback is printed.
+"""
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet import build_unet
+from keras_unet.cli import main
+from keras_unet.files import save_mask
+
+
+def run(args, capsys):
+    """`(exit code, stdout + stderr)` of `keras-unet ARGS`."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "Traceback" not in output
+    return code, output
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A tiny 2-class (sigmoid) .keras model, a damaged copy, and a 3-class labels file."""
+    root = tmp_path_factory.mktemp("models")
+    model = build_unet((None, None, 3), 1, filters=2, depth=2)
+    model.save(root / "good.keras")
+    data = (root / "good.keras").read_bytes()
+    (root / "truncated.keras").write_bytes(data[: len(data) // 2])
+    (root / "text.keras").write_text("not a model")
+    (root / "three.txt").write_text("_background_\na\nb\n")
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "labels.txt").write_text("_background_\nthing\n")
+    for i in range(2):
+        PIL.Image.fromarray(np.full((16, 16, 3), 50, np.uint8)).save(
+            root / "images" / f"p{i}.png")
+        save_mask(root / "masks" / f"p{i}.png", np.eye(16, dtype=np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "argument --batch-size: must be at least 1, got 0"),
+    ("--epochs", "0", "argument --epochs: must be at least 1, got 0"),
+    ("--crop-size", "0", "argument --crop-size: must be at least 1, got 0"),
+    ("--crop-size", "big", "argument --crop-size: expected an integer, got 'big'"),
+    ("--val-fraction", "1.5", "argument --val-fraction: must be between 0 and 1"),
+    ("--val-fraction", "nan", "argument --val-fraction: expected a finite number"),
+    ("--lr", "-1", "argument --lr: must be a positive number"),
+    ("--time-budget", "0", "argument --time-budget: must be a positive number"),
+])
+def test_train_refuses_bad_values_naming_the_flag(capsys, tmp_path, flag, value, message):
+    code, output = run(["train", "--data", tmp_path, flag, value], capsys)
+    assert code == 2 and message in output
+
+
+def test_train_refuses_a_crop_size_the_model_cannot_pool(dataset, tmp_path, capsys):
+    code, output = run(["train", "--data", dataset, "--work-dir", tmp_path / "r",
+                        "--crop-size", "100", "--depth", "4"], capsys)
+    assert code == 1
+    assert "crop_size (--crop-size) must be a multiple of 16 (2**depth) such as 96 or 112" \
+        in output
+
+
+def test_train_without_data_names_the_flags(capsys, tmp_path):
+    code, output = run(["train", "--work-dir", tmp_path], capsys)
+    assert code == 1 and "give --data" in output and "--images and --masks" in output
+
+
+@pytest.mark.parametrize("content, message", [
+    ("epochs: [1, 2\n", "not valid YAML"),
+    ("epocs: 3\n", "unknown config keys ['epocs']"),
+    ("- just\n- a list\n", "expected a mapping of config keys"),
+])
+def test_train_refuses_a_bad_config_file_naming_it(tmp_path, capsys, content, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    code, output = run(["train", "--config", config], capsys)
+    assert code == 1 and "bad.yaml" in output and message in output
+
+
+def test_a_config_json_works_from_another_directory(dataset, tmp_path, capsys, monkeypatch):
+    """The saved config stores absolute paths; a hand-written one may use paths
+    relative to itself."""
+    (tmp_path / "cfg").mkdir()
+    config = tmp_path / "cfg" / "config.json"
+    config.write_text(json.dumps({"data": "../data", "epochs": 1, "crop_size": 16,
+                                  "batch_size": 2, "steps_per_epoch": 1, "tensorboard": False,
+                                  "verbose": 0, "model": {"filters": 2, "depth": 2},
+                                  "val_fraction": 0.5}))
+    monkeypatch.chdir(tmp_path / "cfg")
+    code, _ = run(["train", "--config", config, "--work-dir", tmp_path / "run"], capsys)
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"] == str(dataset.resolve())
+    monkeypatch.chdir("/")
+    code, output = run(["train", "--config", tmp_path / "run" / "config.json"], capsys)
+    assert code == 0 and "finished before" in output
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
+@pytest.mark.parametrize("damage", ["truncated", "text"])
+def test_a_damaged_model_file_is_named_not_a_traceback(model_files, dataset, tmp_path, capsys,
+                                                       command, damage):
+    model = model_files / f"{damage}.keras"
+    args = {"predict": ["predict", model, dataset / "images", tmp_path / "out"],
+            "evaluate": ["evaluate", model, "--data", dataset],
+            "export": ["export", model, tmp_path / "out", "--data", dataset]}[command]
+    code, output = run(args, capsys)
+    assert code == 1 and f"{damage}.keras: not a valid .keras model file" in output
+
+
+def test_a_model_whose_outputs_do_not_fit_the_labels_is_refused(model_files, dataset, tmp_path,
+                                                                capsys):
+    code, output = run(["predict", model_files / "good.keras", dataset / "images",
+                        tmp_path / "out", "--labels", model_files / "three.txt"], capsys)
+    assert code == 1
+    assert "the model has 1 output channels but" in output and "three.txt" in output
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--tile", "0", "argument --tile: expected positive SIZE or HxW, got '0'"),
+    ("--tile", "64x", "argument --tile: expected SIZE or HxW"),
+    ("--overlap", "1", "argument --overlap: must be in [0, 0.9]"),
+    ("--overlap", "0.999", "argument --overlap: must be in [0, 0.9]"),
+])
+def test_predict_refuses_bad_tiling(model_files, dataset, tmp_path, capsys, flag, value,
+                                    message):
+    code, output = run(["predict", model_files / "good.keras", dataset / "images",
+                        tmp_path / "out", flag, value], capsys)
+    assert code == 2 and message in output
+
+
+def test_a_tile_size_the_model_cannot_take_is_refused(model_files, dataset, tmp_path, capsys):
+    code, output = run(["predict", model_files / "good.keras", dataset / "images",
+                        tmp_path / "out", "--tile", "30"], capsys)
+    assert code == 1 and "tile size 30x30 must be a multiple of 4" in output
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--verification-samples", "0", "argument --verification-samples: must be at least 1"),
+    ("--calibration-samples", "-3", "argument --calibration-samples: must be at least 1"),
+    ("--min-agreement", "nan", "argument --min-agreement: expected a finite number"),
+    ("--min-agreement", "1.5", "argument --min-agreement: must be a fraction in [0, 1]"),
+    ("--input-size", "0", "argument --input-size: expected positive SIZE or HxW"),
+])
+def test_export_refuses_bad_values(model_files, tmp_path, capsys, flag, value, message):
+    code, output = run(["export", model_files / "good.keras", tmp_path / "out", flag, value],
+                       capsys)
+    assert code == 2 and message in output
+
+
+def test_export_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    code, output = run(["export", tmp_path / "notes", tmp_path / "out"], capsys)
+    assert code == 1 and "notes: not a training run folder (no config.json)" in output
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("values", "p1.png: mask values [7] are outside the label map"),
+    ("size", "p0.png: mask is 8x16 but its image"),
+])
+def test_evaluate_names_masks_it_cannot_score(model_files, dataset, tmp_path, capsys, problem,
+                                             message):
+    if problem == "values":
+        save_mask(dataset / "masks" / "p1.png", np.full((16, 16), 7, np.uint8))
+    else:
+        save_mask(dataset / "masks" / "p0.png", np.zeros((8, 16), np.uint8))
+    code, output = run(["evaluate", model_files / "good.keras", "--data", dataset,
+                        "--output", tmp_path / "eval"], capsys)
+    assert code == 1 and message in output
+
+
+def test_evaluate_split_needs_a_run_dataset(model_files, dataset, tmp_path, capsys):
+    code, output = run(["evaluate", model_files / "good.keras", "--data", dataset,
+                        "--split", "val", "--output", tmp_path / "eval"], capsys)
+    assert code == 1 and "--split val: the dataset is not the one" in output
+
+
+def test_bare_command_says_what_it_runs_and_version_is_known(capsys):
+    from keras_unet import __version__
+
+    code, output = run(["--version"], capsys)
+    assert code == 0 and f"keras-unet {__version__}" in output
+    code, output = run(["export", "--help"], capsys)
+    assert code == 0
+    for default in ("(default: ['float32', 'float16', 'int8'])", "(default: 64)",
+                    "(default: 16)"):
+        assert default in " ".join(output.split()), default
+    code, output = run(["train", "--help"], capsys)
+    assert "(default: 50)" in output and "(default: 8)" in output

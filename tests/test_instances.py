@@ -1,0 +1,113 @@
+"""Tests for keras_unet.instances and the pipeline's boundary target."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_unet.instances import (
+    boundary_target,
+    label_instances,
+    remove_small,
+    semantic_classes,
+)
+from keras_unet.pipeline import boundary_target as graph_boundary_target
+
+
+def touching_discs(shape=(40, 60)):
+    """Two discs of radius 9 whose edges touch along a vertical line."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    ids = np.zeros(shape, np.int32)
+    ids[(yy - 20) ** 2 + (xx - 20) ** 2 <= 81] = 1
+    ids[((yy - 20) ** 2 + (xx - 38) ** 2 <= 81) & (ids == 0)] = 2
+    return ids
+
+
+def test_boundary_is_the_object_pixels_next_to_another_object_or_the_background():
+    ids = np.zeros((5, 7), np.int32)
+    ids[1:4, 1:4] = 1
+    ids[1:4, 4:6] = 2
+    mask = (ids > 0).astype(np.uint8)
+    target = boundary_target(mask, ids, boundary_id=2)
+    expected = np.zeros((5, 7), np.uint8)
+    expected[1:4, 1:6] = 2
+    expected[2, 2] = 1  # the one pixel of object 1 with all 8 neighbours in it
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_ignored_pixels_stay_ignored_and_the_image_edge_is_no_boundary():
+    ids = np.ones((4, 4), np.int32)
+    mask = np.ones((4, 4), np.uint8)
+    mask[0, 0] = 255
+    target = boundary_target(mask, ids, boundary_id=2)
+    assert target[0, 0] == 255 and (target[mask != 255] == 1).all()
+
+
+def test_the_pipeline_computes_the_same_target_in_the_graph():
+    ids = touching_discs()
+    mask = (ids > 0).astype(np.uint8)
+    mask[:3, :3] = 255
+    graph = graph_boundary_target(tf.constant(mask[None, ..., None]),
+                                  tf.constant(ids[None, ..., None]), 2)
+    np.testing.assert_array_equal(graph.numpy()[0, ..., 0], boundary_target(mask, ids, 2))
+
+
+def probabilities_of(target, num_classes=2, confidence=0.9):
+    """Softmax outputs that put `confidence` on the target class."""
+    classes = num_classes + 1
+    probs = np.full((*target.shape, classes), (1 - confidence) / (classes - 1), np.float32)
+    np.put_along_axis(probs, target[..., None].astype(np.int64), confidence, -1)
+    return probs
+
+
+def test_touching_objects_come_out_separated_and_whole():
+    ids = touching_discs()
+    target = boundary_target((ids > 0).astype(np.uint8), ids, 2)
+    found, classes = label_instances(probabilities_of(target), "instances", min_size=1)
+    assert found.max() == 2
+    majority = []
+    for k in (1, 2):  # each true disc is one found object, boundary pixels included
+        values, counts = np.unique(found[ids == k], return_counts=True)
+        majority.append(values[counts.argmax()])
+        assert counts.max() >= (ids == k).sum() - 1  # the one contact pixel is a tie
+    assert sorted(majority) == [1, 2]
+    assert (found > 0).sum() == (ids > 0).sum()
+    np.testing.assert_array_equal(classes, [0, 1, 1])
+
+
+def test_a_semantic_model_merges_touching_objects_into_one():
+    ids = touching_discs()
+    probs = np.where((ids > 0)[..., None], 0.9, 0.1).astype(np.float32)
+    found, _ = label_instances(probs, "semantic", min_size=1)
+    assert found.max() == 1
+
+
+def test_objects_too_small_for_an_interior_are_kept_and_specks_dropped():
+    target = np.zeros((20, 20), np.uint8)
+    target[2:4, 2:4] = 2  # a 2x2 object: all boundary, no interior
+    target[10, 10] = 2  # a one-pixel speck
+    found, _ = label_instances(probabilities_of(target), "instances", min_size=4)
+    assert found.max() == 1 and (found > 0).sum() == 4
+
+
+def test_semantic_classes_give_boundary_pixels_their_object_class():
+    probs = np.array([[[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]]], np.float32)
+    # 3 classes + boundary: the first pixel is boundary, most likely class 2
+    np.testing.assert_array_equal(semantic_classes(probs, "instances"), [[2, 0]])
+    np.testing.assert_array_equal(semantic_classes(probs, "semantic"), [[3, 0]])
+    np.testing.assert_array_equal(semantic_classes(np.array([[[0.2], [0.8]]])), [[0, 1]])
+
+
+def test_remove_small_renumbers_the_objects_left():
+    ids = np.array([[1, 1, 0, 3], [1, 0, 0, 3], [0, 5, 0, 3]])
+    np.testing.assert_array_equal(remove_small(ids, 3), [[1, 1, 0, 2], [1, 0, 0, 2],
+                                                         [0, 0, 0, 2]])
+
+
+@pytest.mark.parametrize("target", ["semantic", "instances"])
+def test_an_empty_prediction_has_no_objects(target):
+    channels = 3 if target == "instances" else 1
+    probs = np.zeros((8, 8, channels), np.float32)
+    if target == "instances":
+        probs[..., 0] = 1
+    found, classes = label_instances(probs, target)
+    assert found.max() == 0 and list(classes) == [0]

@@ -1,0 +1,40 @@
+"""Tests for keras_unet.quickstart: the main job's rerun and recap."""
+
+import json
+
+from keras_unet.quickstart import recap, run_main_job
+
+
+def row(dice, ap):
+    return {"images": 14, "foreground_dice": dice, "mean_ap": ap, "f1": 0.5, "missed": 1,
+            "split": 0, "merged": 2}
+
+
+REPORT = {
+    "dataset": "datasets/nuclei", "validation_images": 14,
+    "comparison": {
+        "otsu": {"all": row(0.90, 0.40), "fluorescence": row(0.92, 0.42)},
+        "otsu_watershed": {"all": row(0.90, 0.35), "fluorescence": row(0.92, 0.37)},
+        "unet": {"all": row(0.93, 0.55), "fluorescence": row(0.94, 0.57)},
+    },
+    "exports": {"int8": {"path": "export/model_int8.tflite", "bytes": 530000,
+                         "mask_agreement": 0.998, "latency_ms": {}}},
+    "files": {"model": "run/checkpoints/best.keras"},
+    "seconds": 540.0,
+}
+
+
+def test_a_finished_main_job_reports_its_results_and_trains_nothing(tmp_path, capsys):
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    assert run_main_job(work_dir=str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "finished before" in out and "--force" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_the_recap_compares_the_unet_with_the_better_baseline():
+    text = recap(REPORT)
+    assert "U-Net vs the better baseline (Otsu)" in text
+    assert "Dice +0.030, mean AP +0.150" in text
+    assert "fluorescence" in text and "export int8" in text and "99.80%" in text
+    assert "took 9.0 min" in text

@@ -1,0 +1,98 @@
+"""Tests for keras_unet.runs: the run folder's commit protocol."""
+
+import csv
+import io
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_unet import build_unet
+from keras_unet.runs import RunFolder, RunFolderError, RunState, history_csv
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = build_unet((None, None, 1), 1, filters=2, depth=1)
+    model.compile("adam", "binary_crossentropy")
+    return model
+
+
+def commit_epochs(run, model, scores):
+    """Commits one epoch per validation score; returns the weights of each."""
+    state, weights = RunState(epochs=len(scores)), []
+    for value in scores:
+        model.get_layer("head_conv").bias.assign([value])  # a fingerprint of the epoch
+        state.record({"loss": 1.0 - value, "val_dice": value}, examples=8)
+        run.commit(state, model)
+        weights.append([w.copy() for w in model.get_weights()])
+    return state, weights
+
+
+def same_weights(path, expected):
+    loaded = keras.models.load_model(path)
+    return all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), expected))
+
+
+def test_best_and_last_are_the_committed_epochs(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    state, weights = commit_epochs(run, tiny_model(), [0.5, 0.7, 0.6])
+    saved = run.read_state()
+    assert (saved.epochs_done, saved.best_epoch, saved.best_value) == (3, 1, 0.7)
+    assert saved.examples_seen == 24
+    assert same_weights(run.best, weights[1]) and same_weights(run.last, weights[2])
+    assert [p.name for p in run.backups.iterdir()] == ["epoch-0003.keras"]
+    rows = list(csv.DictReader(open(run.log)))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["val_dice"]) for r in rows] == [0.5, 0.7, 0.6]
+
+
+def test_non_finite_weights_are_never_committed(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    model = tiny_model()
+    state, weights = commit_epochs(run, model, [0.5])
+    before = run.state.read_bytes()
+    head = model.get_layer("head_conv")
+    head.kernel.assign(np.full(head.kernel.shape, np.nan, "float32"))
+    state.record({"loss": float("nan"), "val_dice": 0.9}, examples=8)
+    with pytest.raises(RunFolderError, match="non-finite weights"):
+        run.commit(state, model)
+    assert run.state.read_bytes() == before
+    assert same_weights(run.best, weights[0]) and same_weights(run.last, weights[0])
+
+
+def test_publish_finishes_what_a_killed_process_left_undone(tmp_path):
+    """A kill between the commit (state.json) and the derived files."""
+    run = RunFolder(tmp_path / "run")
+    state, weights = commit_epochs(run, tiny_model(), [0.5, 0.8])
+    run.best.unlink()  # as if killed before best.keras was linked
+    run.last.unlink()
+    run.log.write_text("epoch,loss\n0,0.5\n")  # an older log
+    run.publish(run.read_state())
+    assert same_weights(run.best, weights[1]) and same_weights(run.last, weights[1])
+    assert len(list(csv.DictReader(open(run.log)))) == 2
+
+
+def test_a_damaged_state_file_is_a_clear_error(tmp_path):
+    run = RunFolder(tmp_path)
+    run.state.write_text("{not json")
+    with pytest.raises(RunFolderError, match="state.json: cannot be read .* --force"):
+        run.read_state()
+
+
+def test_clear_removes_training_outputs_only(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    commit_epochs(run, tiny_model(), [0.5])
+    (run.path / "notes.txt").write_text("mine")
+    run.clear()
+    assert not run.holds_a_run()
+    assert (run.path / "notes.txt").read_text() == "mine"
+
+
+def test_history_csv_has_every_column_in_order_of_appearance():
+    text = history_csv([{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5, "val_ap": 0.3}])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["epoch", "loss", "val_ap"]
+    assert rows[0]["val_ap"] == "" and rows[1]["val_ap"] == "0.3"
+    assert json.loads(json.dumps(RunState(epochs=3).__dict__))["epochs_done"] == 0
