@@ -123,7 +123,12 @@ def score_methods(
     from keras_unet.evaluate import evaluate_prediction
     from keras_unet.inference import predict_image
     from keras_unet.readers import read_image, read_instances, read_mask
-    from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
+    from keras_unet.scores import (
+        ObjectScores,
+        confusion,
+        object_scores,
+        per_class_scores,
+    )
 
     predictors = predictors or {}
     methods = list(METHODS) + list(predictors)

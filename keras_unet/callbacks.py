@@ -90,6 +90,7 @@ class Validation(keras.callbacks.Callback):
                          else None)
             self.examples.append((read_image(image_path, channels), truth, instances))
         self.scores = None
+        self._predictors = {}  # one traced function per model scored
 
     def on_epoch_end(self, epoch, logs=None):
         self.scores = self.score(self.model)
@@ -102,11 +103,7 @@ class Validation(keras.callbacks.Callback):
         Returns:
             `summarize` output plus the `val_*` log values.
         """
-        import tensorflow as tf
-
-        call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        predictor = Predictor(lambda x: np.asarray(call(x)), None, model.input_shape[-1],
-                              model_multiple(model), "validation", self.target, self.names)
+        predictor = self._predictor(model)
         n = len(self.names)
         matrix = np.zeros((n, n), np.int64)
         objects = ObjectScores() if self.objects else None
@@ -132,6 +129,18 @@ class Validation(keras.callbacks.Callback):
         if objects is not None:
             scores["val_ap"], scores["val_f1"] = objects.mean_ap, objects.f1
         return scores
+
+
+    def _predictor(self, model) -> Predictor:
+        """A predictor of `model`, traced once (images of each size trace once)."""
+        import tensorflow as tf
+
+        if id(model) not in self._predictors:
+            call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._predictors[id(model)] = Predictor(
+                lambda x: np.asarray(call(x)), None, model.input_shape[-1],
+                model_multiple(model), "validation", self.target, self.names)
+        return self._predictors[id(model)]
 
 
 class RunRecorder(keras.callbacks.Callback):

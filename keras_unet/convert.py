@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from keras_unet import files
 from keras_unet.labelme import (
     LabelMeError,
+    Shape,
     image_file_as_is,
     labelme_document,
     load_image,
@@ -415,7 +416,6 @@ def mask_to_shapes(
             "masks2labelme needs OpenCV: pip install 'keras-unet-kit[contours]'"
         ) from None
     classes = np.asarray(classes)
-    height, width = classes.shape
     if instances is not None:
         regions = [
             (int(k), int(np.bincount(classes[instances == k]).argmax()), instances == k)
@@ -425,38 +425,80 @@ def mask_to_shapes(
         regions += [(None, int(c), (classes == c) & ~covered) for c in np.unique(classes)]
     else:
         regions = [(None, int(c), classes == c) for c in np.unique(classes)]
-
     polygons = []
     for group_id, class_id, binary in regions:
-        count, components = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
-        for k in range(1, count):
-            component = components == k
-            if class_id == 0 and _touches_border(component):
-                continue  # plain background needs no shape
-            contours, _ = cv2.findContours(
-                component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-            )
-            contour = max(contours, key=len)
-            if epsilon > 0:
-                contour = cv2.approxPolyDP(contour, epsilon, True)
-            points = [[float(x), float(y)] for x, y in contour[:, 0]]
-            points += [points[-1]] * (3 - len(points))  # 1-2 pixel regions
-            label = IGNORE_LABEL if class_id == IGNORE_ID else names[class_id]
-            description = "" if confidence is None else (
-                f"p={float(confidence[component].mean()):.3f}")
-            polygons.append((int(component.sum()), label, group_id, points, description))
+        polygons += _polygons(cv2, binary, class_id, group_id, names, epsilon, confidence,
+                              skip_border_background=True)
     polygons.sort(key=lambda p: -p[0])
-    return [
-        {
-            "label": label,
+    shapes = [shape for _, shape in polygons]
+    if epsilon == 0:
+        shapes += _repairs(cv2, classes, instances, names, shapes, confidence)
+    return shapes
+
+
+def _polygons(cv2, binary, class_id, group_id, names, epsilon, confidence,
+              skip_border_background=False) -> list[tuple[int, dict]]:
+    """`(area, shape dict)` of each connected region (8-connectivity) of `binary`."""
+    polygons = []
+    count, components = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+    for k in range(1, count):
+        component = components == k
+        if skip_border_background and class_id == 0 and _touches_border(component):
+            continue  # plain background needs no shape
+        contours, _ = cv2.findContours(
+            component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        contour = max(contours, key=len)
+        if epsilon > 0:
+            contour = cv2.approxPolyDP(contour, epsilon, True)
+        points = [[float(x), float(y)] for x, y in contour[:, 0]]
+        points += [points[-1]] * (3 - len(points))  # 1-2 pixel regions
+        polygons.append((int(component.sum()), {
+            "label": IGNORE_LABEL if class_id == IGNORE_ID else names[class_id],
             "points": points,
             "group_id": group_id,
-            "description": description,
+            "description": "" if confidence is None else (
+                f"p={float(confidence[component].mean()):.3f}"),
             "shape_type": "polygon",
             "flags": {},
-        }
-        for _, label, group_id, points, description in polygons
-    ]
+        }))
+    return polygons
+
+
+def _repairs(cv2, classes, instances, names, shapes, confidence, rounds: int = 3) -> list[dict]:
+    """Small polygons, drawn last, for the pixels the polygons draw wrong.
+
+    A polygon through pixel centres can cover a neighbour's pixel where a
+    region meets a hole along a one-pixel diagonal (a later `_background_`
+    polygon then takes pixels of the region back, or the other way round).
+    With `epsilon=0` the shapes must draw the mask exactly, so the shapes
+    are drawn here with `rasterize` and every wrong pixel region gets a
+    polygon of its own.
+    """
+    ids = label_ids(names)
+    repairs: list[dict] = []
+    for _ in range(rounds):
+        drawn, _ = rasterize([_parsed(s) for s in shapes + repairs], *classes.shape, ids,
+                             with_instances=False)
+        wrong = drawn != classes
+        if not wrong.any():
+            break
+        for class_id in np.unique(classes[wrong]):
+            binary = wrong & (classes == class_id)
+            count, components = cv2.connectedComponents(binary.astype(np.uint8), 8)
+            for k in range(1, count):
+                region = components == k
+                group = None
+                if instances is not None and class_id != 0:
+                    group = int(np.bincount(instances[region]).argmax()) or None
+                repairs += [shape for _, shape in _polygons(
+                    cv2, region, int(class_id), group, names, 0.0, confidence)]
+    return repairs
+
+
+def _parsed(shape: dict) -> Shape:
+    return Shape(shape["label"], shape["shape_type"], [tuple(p) for p in shape["points"]],
+                 shape["group_id"])
 
 
 def _touches_border(region: np.ndarray) -> bool:

@@ -23,7 +23,13 @@ from keras_unet import files
 from keras_unet.inference import Predictor, predict_image
 from keras_unet.instances import label_instances, semantic_classes
 from keras_unet.labels import IGNORE_ID
-from keras_unet.pairs import Dataset, DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.pairs import (
+    Dataset,
+    DatasetError,
+    check_dataset,
+    load_dataset,
+    split_dataset,
+)
 from keras_unet.readers import read_image, read_instances, read_mask
 from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
 from keras_unet.visualize import overlay
@@ -265,8 +271,8 @@ def side_by_side(
     picture = np.clip(image * 255, 0, 255).astype(np.uint8)
     picture = picture[..., 0] if picture.shape[-1] == 1 else picture
     panels = [("image", overlay(picture, np.zeros(truth.shape, np.uint8), names)),
-              ("truth", overlay(picture, truth, names)),
-              ("prediction", overlay(picture, predicted, names))]
+              ("truth", overlay(picture, truth, names, outline=True)),
+              ("prediction", overlay(picture, predicted, names, outline=True))]
     gap, head = 8, 30
     width = sum(p.width for _, p in panels) + gap * (len(panels) - 1)
     canvas = PIL.Image.new("RGB", (width, head + max(p.height for _, p in panels)),

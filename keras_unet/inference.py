@@ -24,6 +24,7 @@ import numpy as np
 from keras_unet.errors import KerasUnetError
 from keras_unet.export.metadata import read_metadata
 from keras_unet.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
+from keras_unet.logs import native_output_silenced
 from keras_unet.readers import IMAGE_SUFFIXES, ReadError, read_image
 
 log = logging.getLogger(__name__)
@@ -249,11 +250,13 @@ def _interpreter(path: Path, num_threads: int):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     def allocated(**options):
-        try:
-            interpreter = Interpreter(model_path=str(path), num_threads=num_threads, **options)
-        except ValueError as err:
-            raise InferenceError(f"{path}: not a LiteRT model ({err})") from None
-        interpreter.allocate_tensors()
+        with native_output_silenced():  # "Created TensorFlow Lite XNNPACK delegate"
+            try:
+                interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
+                                          **options)
+            except ValueError as err:
+                raise InferenceError(f"{path}: not a LiteRT model ({err})") from None
+            interpreter.allocate_tensors()
         return interpreter
 
     try:

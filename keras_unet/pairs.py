@@ -118,7 +118,8 @@ def load_dataset(
         if labels is None and (root / "labels.txt").is_file():
             labels = root / "labels.txt"
     if images_dir is None or masks_dir is None:
-        raise DatasetError("give a dataset folder, or both images_dir and masks_dir")
+        raise DatasetError("give a dataset folder (--data), or both an images and a masks "
+                           "folder (--images and --masks)")
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     for folder in (images_dir, masks_dir):
         if not folder.is_dir():
@@ -146,7 +147,8 @@ def load_dataset(
         names = ["_background_", "foreground"]
     else:
         raise DatasetError(
-            f"{masks_dir}: no labels.txt; give labels or foreground_value for binary masks"
+            f"{masks_dir}: no labels.txt; give the class names (--labels labels.txt), or for "
+            "binary masks the mask value of the foreground (--foreground-value, e.g. 255)"
         )
     keys = sorted(images)
     instances = None

@@ -28,6 +28,7 @@ augmentation, so that touching objects are separated (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,11 +303,14 @@ def write_tfrecords(
                         "mask": dataset.masks[i],
                         "instances": dataset.instances[i] if dataset.instances else None,
                     }
-                    example = tf.train.Example(features=tf.train.Features(feature={
+                    feature = {
                         key: tf.train.Feature(bytes_list=tf.train.BytesList(
                             value=[Path(value).read_bytes()] if value else []))
                         for key, value in features.items()
-                    }))
+                    }
+                    feature["index"] = tf.train.Feature(int64_list=tf.train.Int64List(
+                        value=[i]))
+                    example = tf.train.Example(features=tf.train.Features(feature=feature))
                     writer.write(example.SerializeToString())
 
         paths.append(str(files.atomic_write(path, write)))
@@ -314,8 +318,9 @@ def write_tfrecords(
 
 
 def _read_records(pattern: str, deterministic: bool):
-    """`(image_bytes, mask_bytes, instance_bytes)` from TFRecord shards."""
+    """`(image_bytes, mask_bytes, instance_bytes, pair index)` from TFRecord shards."""
     spec = {key: tf.io.VarLenFeature(tf.string) for key in ("image", "mask", "instances")}
+    spec["index"] = tf.io.FixedLenFeature([], tf.int64)
     shards = tf.data.Dataset.list_files(pattern, shuffle=False)
     records = shards.interleave(
         tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=AUTOTUNE,
@@ -324,8 +329,9 @@ def _read_records(pattern: str, deterministic: bool):
 
     def parse(record):
         parsed = tf.io.parse_single_example(record, spec)
-        values = [tf.sparse.to_dense(parsed[k], default_value="") for k in spec]
-        return tuple(tf.concat([v, [""]], 0)[0] for v in values)
+        values = [tf.sparse.to_dense(parsed[k], default_value="")
+                  for k in ("image", "mask", "instances")]
+        return (*(tf.concat([v, [""]], 0)[0] for v in values), parsed["index"])
 
     return records.map(parse, num_parallel_calls=AUTOTUNE)
 
@@ -361,25 +367,6 @@ def decode_instances(instance_bytes) -> tf.Tensor:
     return ids
 
 
-def _weight_map_fn(class_weights, w0: float, sigma: float):
-    """A graph function: (instance ids, class mask) -> border weight map."""
-    from keras_unet.weights import border_weight_map
-
-    table = None if class_weights is None else np.asarray(class_weights, np.float32)
-
-    def compute(instances, mask):
-        classes = np.where(mask[..., 0] == IGNORE_ID, 0, mask[..., 0])
-        weights = border_weight_map(instances[..., 0], table, classes, w0=w0, sigma=sigma)
-        return np.where(mask[..., 0] == IGNORE_ID, 0, weights)[..., None].astype(np.float32)
-
-    def graph(instances, mask):
-        weights = tf.numpy_function(compute, [instances, mask], tf.float32, stateful=False)
-        weights.set_shape([None, None, 1])
-        return weights
-
-    return graph
-
-
 def make_dataset(
     dataset: Dataset,
     *,
@@ -390,9 +377,7 @@ def make_dataset(
     pad_multiple: int = 16,
     augmentations: Augment | None = None,
     class_weights: list[float] | None = None,
-    border_weights: bool = False,
-    border_w0: float = 10.0,
-    border_sigma: float = 5.0,
+    border_weights: Sequence[np.ndarray] | None = None,
     target: str = "semantic",
     records: str | None = None,
     cache: bool | str = True,
@@ -418,11 +403,9 @@ def make_dataset(
         pad_multiple: `2**depth` of the model.
         augmentations: Augmentation settings (default `Augment()`).
         class_weights: Weight per class id; yields pixel weights.
-        border_weights: Add the U-Net paper's border term between touching
-            instances (needs the dataset's instance masks); yields pixel
-            weights.
-        border_w0: `w0` of the border term.
-        border_sigma: `sigma` of the border term, in pixels.
+        border_weights: The U-Net paper's weight map of each pair (from
+            `keras_unet.weights.border_weight_maps`), moved with the mask by
+            the augmentation; yields pixel weights.
         target: `"semantic"` or `"instances"` (adds the boundary class;
             needs instance masks).
         records: Glob of TFRecord shards (`write_tfrecords`) to read instead
@@ -449,30 +432,32 @@ def make_dataset(
     augmentations = augmentations or Augment()
     if target not in TARGETS:
         raise ValueError(f"target={target!r}: expected one of {', '.join(TARGETS)}")
-    need_instances = border_weights or target == "instances"
+    need_instances = target == "instances"
     if need_instances and not (dataset.instances or records):
-        raise ValueError(f"{'border weights' if border_weights else 'the instance target'} "
-                         "need instance masks (an instances/ folder)")
+        raise ValueError("the instance target needs instance masks (an instances/ folder)")
     fg = dataset.foreground_value
     if records:
         ds = _read_records(records, deterministic)
     else:
         instances = dataset.instances or [""] * len(dataset.images)
-        ds = tf.data.Dataset.from_tensor_slices((dataset.images, dataset.masks, instances))
+        ds = tf.data.Dataset.from_tensor_slices(
+            (dataset.images, dataset.masks, instances, np.arange(len(dataset.images))))
         ds = ds.map(
-            lambda i, m, n: (tf.io.read_file(i), tf.io.read_file(m),
-                             tf.io.read_file(n) if need_instances else n),
+            lambda i, m, n, index: (tf.io.read_file(i), tf.io.read_file(m),
+                                    tf.io.read_file(n) if need_instances else n, index),
             num_parallel_calls=AUTOTUNE, deterministic=True,
         )
-    weight_map = _weight_map_fn(class_weights, border_w0, border_sigma)
 
-    def decode(image_bytes, mask_bytes, instance_bytes):
+    def decode(image_bytes, mask_bytes, instance_bytes, index):
         image, mask = decode_bytes(image_bytes, mask_bytes, channels, fg)
         labels = {"mask": mask}
         if need_instances:
             labels["instances"] = decode_instances(instance_bytes)
-        if border_weights:
-            labels["weights"] = weight_map(labels["instances"], mask)
+        if border_weights is not None:
+            weights = tf.numpy_function(lambda i: border_weights[i][..., None], [index],
+                                        tf.float32, stateful=False)
+            weights.set_shape([None, None, 1])
+            labels["weights"] = weights
         return image, labels
 
     # Decoding keeps the file order, so cached examples have fixed positions.
@@ -491,7 +476,8 @@ def make_dataset(
     if training and augmentations.elastic:
         ds = ds.map(_elastic(elastic_layer(seed)), num_parallel_calls=AUTOTUNE,
                     deterministic=deterministic)
-    ds = ds.map(_outputs(class_weights, border_weights, target, dataset.num_classes))
+    ds = ds.map(_outputs(class_weights, border_weights is not None, target,
+                         dataset.num_classes))
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)

@@ -36,9 +36,9 @@ from keras_unet import files
 from keras_unet.labelme import labelme_document
 
 # Polygon simplification default, in pixels: the largest tolerance that
-# keeps >= 99.5 % of the foreground pixels when the polygons are drawn back
-# (measured by benchmarks/bench_preannotate.py; see the README).
-DEFAULT_EPSILON = 1.0
+# keeps >= 99.5 % of the pixels when the polygons are drawn back (measured
+# by benchmarks/bench_preannotate.py on predicted nuclei; see the README).
+DEFAULT_EPSILON = 0.75
 PREDICTED_FLAG = "predicted"
 KEY = "keras_unet"
 

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ from keras_unet.pipeline import (
     write_tfrecords,
 )
 from keras_unet.runs import RunFolder, RunFolderError, RunState
+from keras_unet.weights import border_weight_maps
 
 log = logging.getLogger(__name__)
 
@@ -277,13 +279,18 @@ def train(
             write_tfrecords(train_set, shard_dir, config.tfrecord_shards)
         records = str(shard_dir / "train-*.tfrecord")
     steps = config.steps_per_epoch or math.ceil(len(train_set.images) / config.batch_size)
+    border = None
+    if config.border_weights:
+        log.info("computing the border weight maps of %d training images",
+                 len(train_set.images))
+        border = border_weight_maps(train_set, weights, progress=config.verbose > 0)
 
     def training_stream(start: int) -> tf.data.Dataset:
         ds = make_dataset(
             train_set, channels=config.channels, training=True, batch_size=config.batch_size,
             crop_size=config.crop_size, pad_multiple=multiple,
             augmentations=Augment(**config.augment), class_weights=weights,
-            border_weights=config.border_weights, target=config.target, records=records,
+            border_weights=border, target=config.target, records=records,
             seed=config.seed, deterministic=config.deterministic, start=start,
         )
         options = tf.data.Options()
@@ -366,7 +373,7 @@ def train(
                 model.fit(
                     training_stream(state.examples_seen), initial_epoch=state.epochs_done,
                     epochs=end, steps_per_epoch=steps, callbacks=callbacks,
-                    verbose=1 if interactive else 0,
+                    verbose=1 if interactive else 0, shuffle=False,  # the stream shuffles
                 )
         except RunFolderError as err:
             raise TrainingError(str(err)) from None
@@ -436,7 +443,7 @@ def _epochs_in_budget(config, model, compile_model, training_stream, steps, vali
     """Epochs that fit the time budget, measured on the model itself.
 
     Times a few training steps on a copy of the model (so the run itself
-    starts from its initial weights) and one validation pass.
+    starts from its initial weights), one validation pass and one save.
     """
     probe = keras.models.clone_model(model)
     probe.compile(optimizer=keras.optimizers.Adam(config.lr),
@@ -449,13 +456,18 @@ def _epochs_in_budget(config, model, compile_model, training_stream, steps, vali
     for _ in range(count):
         probe.train_on_batch(*next(stream))
     step = (time.perf_counter() - started) / count
+    validation.score(probe)  # tracing
     started = time.perf_counter()
     validation.score(probe)
     validate = time.perf_counter() - started
-    per_epoch = steps * step + validate
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        probe.save(Path(folder) / "probe.keras")  # an epoch's commit saves the model
+        save = time.perf_counter() - started
+    per_epoch = steps * step + validate + save
     budget = config.time_budget * 60
     epochs = max(1, min(config.epochs, int(budget // per_epoch)))
-    log.info("time budget %.0f min: %.2f s per step, %.0f s per validation -> %d epochs of "
+    log.info("time budget %g min: %.2f s per step, %.1f s per validation -> %d epochs of "
              "%d steps (%.0f s each)", config.time_budget, step, validate, epochs, steps,
              per_epoch)
     return epochs

@@ -56,3 +56,44 @@ def border_weight_map(
         d1 = np.minimum(d1, distance)
     border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
     return np.where(instances == 0, weights + border, weights).astype(np.float32)
+
+
+def border_weight_maps(
+    dataset,
+    class_weights=None,
+    *,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """The weight map of every pair of a dataset, computed once.
+
+    The distance transforms take a while (about half a second for an image
+    with a hundred nuclei), so this runs before training, with a progress
+    bar, and the training pipeline moves the maps with the masks.
+
+    Args:
+        dataset: A `keras_unet.pairs.Dataset` with instance masks.
+        class_weights: Weight per class id (`w_c`), or `None` for 1.
+        w0: Weight of the border term.
+        sigma: Width of the border term in pixels.
+        progress: Show a progress bar.
+
+    Returns:
+        float32 `(H, W)` maps in the dataset's order; ignored pixels weigh 0.
+    """
+    from tqdm.auto import tqdm
+
+    from keras_unet.labels import IGNORE_ID
+    from keras_unet.readers import read_instances, read_mask
+
+    table = None if class_weights is None else np.asarray(class_weights, np.float32)
+    maps = []
+    for index in tqdm(range(len(dataset.masks)), desc="border weights", unit="image",
+                      disable=None if progress else True):
+        mask = read_mask(dataset.masks[index], dataset.foreground_value)
+        ignore = mask == IGNORE_ID
+        weights = border_weight_map(read_instances(dataset.instances[index]), table,
+                                    np.where(ignore, 0, mask), w0=w0, sigma=sigma)
+        maps.append(np.where(ignore, 0, weights).astype(np.float32))
+    return maps

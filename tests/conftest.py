@@ -35,23 +35,23 @@ def shared_datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def nuclei_dataset(tmp_path_factory) -> Path:
-    """The bundled LabelMe sample converted to a dataset folder (58 pairs)."""
+    """The bundled LabelMe sample converted to a dataset folder (58 pairs, with instances)."""
     from keras_unet.convert import labelme_to_masks
 
     out = tmp_path_factory.mktemp("nuclei")
-    summary = labelme_to_masks(REPO / "datasets" / "nuclei", out, workers=2)
+    summary = labelme_to_masks(REPO / "datasets" / "nuclei", out, instances=True, workers=2)
     assert not summary.errors
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_nuclei(nuclei_dataset, tmp_path_factory) -> Path:
-    """Eight real nucleus image/mask pairs (the first, sorted by name)."""
+    """Eight real nucleus image/mask/instance triples (the first, sorted by name)."""
     import shutil
 
     out = tmp_path_factory.mktemp("tiny_nuclei")
     shutil.copy(nuclei_dataset / "labels.txt", out / "labels.txt")
-    for sub in ("images", "masks"):
+    for sub in ("images", "masks", "instances"):
         (out / sub).mkdir()
         for path in sorted((nuclei_dataset / sub).glob("*.png"))[:8]:
             shutil.copy(path, out / sub / path.name)

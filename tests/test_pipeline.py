@@ -169,9 +169,12 @@ def blobs_with_instances(blobs, tmp_path_factory):
 
 
 def test_border_weights_move_with_the_mask(blobs_with_instances):
+    from keras_unet.weights import border_weight_maps
+
+    maps = border_weight_maps(blobs_with_instances)
     settings = Augment(scale=None, **NO_PHOTOMETRIC)
     for images, masks, weights in batches(blobs_with_instances, training=True,
-                                          augmentations=settings, border_weights=True):
+                                          augmentations=settings, border_weights=maps):
         labelled = masks[..., 0] != 255
         objects = masks[..., 0] == 1
         assert (weights[~labelled] == 0).all()

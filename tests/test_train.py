@@ -313,3 +313,70 @@ def test_frozen_backbone_is_unfrozen_at_the_chosen_epoch(tiny_nuclei, tmp_path):
     assert snapshot.weights["trainable0"] is False and snapshot.weights["trainable1"] is True
     assert all(np.array_equal(a, b) for a, b in zip(initial, snapshot.weights[0]))
     assert not all(np.array_equal(a, b) for a, b in zip(initial, snapshot.weights[1]))
+
+
+class FirstWeights(keras.callbacks.Callback):
+    """Keeps the weights the model has when training begins."""
+
+    weights = None
+
+    def on_train_begin(self, logs=None):
+        FirstWeights.weights = [w.copy() for w in self.model.get_weights()]
+
+
+def test_fine_tuning_starts_from_the_earlier_model(tiny_nuclei, tmp_path):
+    train(tiny_config(tiny_nuclei, tmp_path / "first", epochs=1))
+    earlier = keras.models.load_model(tmp_path / "first/checkpoints/best.keras")
+    train(tiny_config(tiny_nuclei, tmp_path / "second", epochs=1,
+                      init_from=str(tmp_path / "first")), extra_callbacks=[FirstWeights()])
+    for a, b in zip(FirstWeights.weights, earlier.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fine_tuning_with_a_new_class_gets_a_new_head_and_other_maps_are_refused(
+        tiny_nuclei, tmp_path, caplog):
+    import shutil
+
+    from keras_unet.config import ConfigError
+
+    train(tiny_config(tiny_nuclei, tmp_path / "first", epochs=1))
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_nuclei, grown)
+    (grown / "labels.txt").write_text("__ignore__\n_background_\nnucleus\ncell\n")
+    with caplog.at_level("WARNING", logger="keras_unet"):
+        result = train(tiny_config(grown, tmp_path / "second", epochs=1,
+                                   init_from=str(tmp_path / "first")))
+    assert "new output head" in caplog.text
+    assert result.model.output_shape[-1] == 3
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_nuclei, renamed)
+    (renamed / "labels.txt").write_text("__ignore__\n_background_\ncell\n")
+    with pytest.raises(ConfigError, match=r"its classes \['_background_', 'nucleus'\] are not"):
+        train(tiny_config(renamed, tmp_path / "third", epochs=1,
+                          init_from=str(tmp_path / "first")))
+    wider = tiny_config(tiny_nuclei, tmp_path / "fourth", epochs=1,
+                        init_from=str(tmp_path / "first"),
+                        model={**TINY_MODEL, "filters": 8})
+    with pytest.raises(ConfigError, match=r"layer 'enc1_conv1' has weights of shapes"):
+        train(wider)
+
+
+def test_border_weights_and_the_instance_target_train(tiny_nuclei, tmp_path, capsys):
+    result = train(tiny_config(tiny_nuclei, tmp_path / "border", epochs=1, border_weights=True,
+                               verbose=2))
+    assert np.isfinite(result.history["loss"]).all()
+    assert "epoch 1/1  loss" in capsys.readouterr().out  # one plain line per epoch
+    result = train(tiny_config(tiny_nuclei, tmp_path / "objects", epochs=1,
+                               target="instances"))
+    assert result.model.output_shape[-1] == 3  # background, nucleus, boundary
+    assert {"val_ap", "val_f1"} <= set(result.history)
+    assert result.scores["objects"]["images"] == 2
+
+
+def test_a_time_budget_sizes_the_run_to_fit(tiny_nuclei, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="keras_unet"):
+        result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=500,
+                                   time_budget=0.25, early_stopping=0))
+    assert "time budget 0.25 min:" in caplog.text and "s per step" in caplog.text
+    planned = json.loads((tmp_path / "run" / "state.json").read_text())["epochs"]
+    assert 1 <= planned < 500 and len(result.history["loss"]) == planned

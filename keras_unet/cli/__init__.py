@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from keras_unet import __version__
 from keras_unet.cli import convert, model, train
 from keras_unet.errors import KerasUnetError
+from keras_unet.logs import import_tensorflow_quietly, set_quiet
 
 MAIN_JOB_LINE = (
     "keras-unet: no command given, so this runs the main job on the bundled sample "
@@ -68,6 +69,7 @@ def quiet(verbose: bool) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    set_quiet(True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_PlainFormatter())
     ours = logging.getLogger("keras_unet")
@@ -90,6 +92,13 @@ class _PlainFormatter(logging.Formatter):
         return text
 
 
+def _needs_tensorflow(args) -> bool:
+    """Whether a command loads TensorFlow (LiteRT models and conversions do not)."""
+    if args.command in ("run", "train", "export"):
+        return True
+    return args.command in ("predict", "evaluate") and str(args.model).endswith(".keras")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-unet` command.
 
@@ -109,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = args.verbose or args.verbose_top
     quiet(verbose)
     try:
+        if _needs_tensorflow(args):
+            import_tensorflow_quietly()
         return args.func(args)
     except KerasUnetError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -58,7 +58,7 @@ def add_parsers(add) -> None:
                            help="also write LabelMe JSON beside each image, to correct in "
                                 "LabelMe (pre-annotation)")
             p.add_argument("--epsilon", type=non_negative_float, default=None,
-                           help="--labelme: polygon simplification in pixels (default: 1.0)")
+                           help="--labelme: polygon simplification in pixels (default: 0.75)")
             p.add_argument("--embed-images", action="store_true",
                            help="--labelme: store the image in the JSON (imageData)")
             p.add_argument("--overwrite-predictions", action="store_true",
@@ -132,10 +132,14 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """Runs `evaluate`."""
-    from keras_unet.evaluate import evaluation_pairs, evaluate_dataset
+    from keras_unet.evaluate import evaluate_dataset, evaluation_pairs
     from keras_unet.inference import load_predictor
-    from keras_unet.scores import ObjectScores, format_confusion, format_object_scores
-    from keras_unet.scores import format_scores
+    from keras_unet.scores import (
+        ObjectScores,
+        format_confusion,
+        format_object_scores,
+        format_scores,
+    )
 
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
     dataset, split = evaluation_pairs(

@@ -87,7 +87,7 @@ def export_other(
     os.replace(tmp, output)
     outputs = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]
     report = ExportReport(str(output), fmt, sum(p.stat().st_size for p in outputs), [], agreement)
-    log.info("%s", report.format())
+    log.debug("%s", report.format())
     return report
 
 

@@ -46,6 +46,7 @@ from keras_unet.export.verify import (
 )
 from keras_unet.inference import load_predictor, model_multiple
 from keras_unet.labels import labels_text
+from keras_unet.logs import native_output_silenced
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,9 @@ def convert(
         converter.inference_output_type = getattr(tf, io_type)
     printed = io.StringIO()
     try:
-        # The converter prints the whole intermediate SavedModel signature.
-        with contextlib.redirect_stdout(printed):
+        # The converter prints the whole intermediate SavedModel signature
+        # (Python) and a quantization summary (C++).
+        with contextlib.redirect_stdout(printed), native_output_silenced():
             return converter.convert()
     except Exception as err:  # the converter raises many types
         raise ExportError(f"TFLite conversion failed: {err}") from None
@@ -245,5 +247,5 @@ def export_tflite(
     files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     report = ExportReport(str(output), precision, output.stat().st_size, ops, agreement,
                           latency, str(sidecar_path))
-    log.info("%s", report.format())
+    log.debug("%s", report.format())
     return report
