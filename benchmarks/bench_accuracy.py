@@ -70,6 +70,22 @@ def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
     return folder, val, {r["id"]: r["modality"] for r in rows}
 
 
+def balance_file(source: Path, path: Path) -> Path:
+    """`name,times` of the training images: each modality sqrt(n_largest / n) times."""
+    import math
+    from collections import Counter
+
+    with open(source / "metadata.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    counts = Counter(r["modality"] for r in rows)
+    largest = max(counts.values())
+    times = {m: max(1, round(math.sqrt(largest / n))) for m, n in counts.items()}
+    path.write_text("name,times\n" + "".join(f"{r['id']},{times[r['modality']]}\n"
+                                             for r in rows if times[r["modality"]] > 1))
+    print(f"oversampling per pass: {times}")
+    return path
+
+
 def parse_value(text: str):
     """`--set` values: JSON when it parses (numbers, booleans, lists), else text."""
     try:
@@ -97,6 +113,9 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, e.g. model.filters=8")
     parser.add_argument("--tag", default="", help="name of this variant")
+    parser.add_argument("--balance", choices=("none", "sqrt"), default="none",
+                        help="oversample the rare modalities: sqrt draws a modality's images "
+                             "sqrt(n_largest / n) times per pass")
     parser.add_argument("--modes", nargs="+", default=["semantic", "instances"],
                         choices=("semantic", "instances"))
     parser.add_argument("--data", default=str(SOURCE))
@@ -116,6 +135,8 @@ def main():
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
     data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")
     recipe = recipe_with(args.recipe, args.set)
+    if args.balance == "sqrt":
+        recipe["oversample"] = str(balance_file(source, Path(args.work) / "balance.csv"))
     predictors, seconds, configs = {}, {}, {}
     for mode in args.modes:
         config = TrainConfig(data=str(data), val_list=str(val_list), work_dir=str(work / mode),

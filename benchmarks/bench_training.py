@@ -10,6 +10,9 @@
 3. Achieved FLOP/s of the training step (3x the forward convolution FLOPs,
    counted from the layer shapes) as a fraction of the machine's measured
    float32 matmul FLOP/s.
+4. XLA (`jit_compile`) on this machine: the same model and batch, compiled
+   with and without XLA, training steps interleaved; keras-unet's `auto`
+   setting turns XLA on where this ratio shows it wins.
 
     python benchmarks/bench_training.py [--data runs/sample/data]
 """
@@ -73,9 +76,25 @@ def step_time(model, x, y, steps: int = 8) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def compiled(model):
-    model.compile(keras.optimizers.Adam(1e-3), DiceCELoss())
+def compiled(model, jit_compile=False):
+    model.compile(keras.optimizers.Adam(1e-3), DiceCELoss(), jit_compile=jit_compile)
     return model
+
+
+def xla_ratio(x, y, repeats: int, steps: int = 8) -> dict:
+    """Images/s of the same training step without and with XLA, interleaved."""
+    models = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        models[jit] = compiled(build_unet((SIZE, SIZE, 3), 1, filters=FILTERS, depth=DEPTH,
+                                          normalization="batch"), jit_compile=jit)
+        models[jit].train_on_batch(x, y)  # tracing / XLA compilation
+    rates = {False: [], True: []}
+    for _ in range(repeats):
+        for jit, model in models.items():
+            rates[jit].append(BATCH / step_time(model, x, y, steps))
+    return {"without_xla": median(rates[False]), "with_xla": median(rates[True]),
+            "ratio": median(rates[True]) / median(rates[False])}
 
 
 def ours():
@@ -139,6 +158,8 @@ def main():
                      "step_s": seconds, "images_per_s": BATCH / seconds,
                      "gflop_per_step": flops / 1e9,
                      "flops_fraction": flops / seconds / flops_machine})
+    # 4. XLA
+    xla = xla_ratio(xb, yb, args.repeats)
     feeds = [{"feed": k, "images_per_s": v} for k, v in overhead.items()]
     print(f"input pipeline: {table(feeds, ['feed', 'images_per_s'])}")
     ratio = overhead["tf.data from files"] / overhead["in-memory tensors"]
@@ -150,7 +171,10 @@ def main():
         print(f"build_unet / unet_2d throughput: "
               f"{peer_row[0]['images_per_s'] / peer_row[1]['images_per_s']:.3f}")
     print(f"machine matmul: {flops_machine / 1e9:.1f} GFLOP/s on {os.cpu_count()} cores")
+    print(f"XLA: {xla['without_xla']:.2f} images/s without, {xla['with_xla']:.2f} with: "
+          f"{xla['ratio']:.2f}x")
     print(save("training", {"pipeline": overhead, "pipeline_ratio": ratio, "models": rows,
+                            "xla": xla,
                             "matmul_gflops": flops_machine / 1e9, "size": SIZE,
                             "batch": BATCH, "filters": FILTERS, "depth": DEPTH}))
 

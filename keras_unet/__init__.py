@@ -14,6 +14,8 @@ already loaded. So after `import keras, keras_unet` (or
 import importlib
 import sys
 
+from keras_unet.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {  # public name -> module that defines it
@@ -36,22 +38,23 @@ _EXPORTS = {  # public name -> module that defines it
     "output_size": "keras_unet.model",
     "size_multiple": "keras_unet.model",
     "valid_input_size": "keras_unet.model",
+    "ObjectScores": "keras_unet.scores",
+    "object_scores": "keras_unet.scores",
+    "label_instances": "keras_unet.instances",
+    "TrainConfig": "keras_unet.config",
+    "load_predictor": "keras_unet.inference",
+    "predict_files": "keras_unet.inference",
+    "evaluate_dataset": "keras_unet.evaluate",
+    "export_run": "keras_unet.export.run",
+    "LabelMeOutput": "keras_unet.preannotate",
+    "check_dataset": "keras_unet.pairs",
+    "load_dataset": "keras_unet.pairs",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Imports the module behind a public name on first access (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_unet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later accesses skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if "keras" in sys.modules:  # Keras costs nothing more now: register the custom objects

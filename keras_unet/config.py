@@ -65,6 +65,10 @@ class TrainConfig:
         schedule: `"cosine"` decay to 1 % over the run, or `"constant"`.
         loss: `"dice_ce"`, `"dice"`, `"cross_entropy"`, `"focal"`, `"tversky"`.
         class_weighting: `"none"` or `"median_frequency"` (pixel weights).
+        oversample: A CSV file of `name,times` lines: each named training
+            pair is drawn `times` times per pass over the training set (to
+            show a rare kind of image, e.g. a stain seen in few images, more
+            often); pairs not listed once.
         border_weights: Add the U-Net paper's weight term between touching
             objects (`w0 = 10`, `sigma = 5` px); needs instance masks.
         tfrecord_shards: Write the training split as this many TFRecord
@@ -108,6 +112,7 @@ class TrainConfig:
     schedule: str = "cosine"
     loss: str = "dice_ce"
     class_weighting: str = "none"
+    oversample: str | None = None
     border_weights: bool = False
     tfrecord_shards: int = 0
     early_stopping: int = 20
@@ -183,6 +188,34 @@ class TrainConfig:
             raise ConfigError(f"{self.val_list}: cannot read the validation list "
                               f"({err.strerror})") from None
 
+    def repeats(self, names: list[str]) -> list[int]:
+        """Times per pass of each pair (see `oversample`), in `names` order.
+
+        Raises:
+            ConfigError: If the file cannot be read, a line is not
+                `name,times` with a whole number >= 0, or names no pair.
+        """
+        if not self.oversample:
+            return [1] * len(names)
+        import csv
+
+        try:
+            with open(self.oversample, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.reader(f) if r and r[0] != "name"]
+        except OSError as err:
+            raise ConfigError(f"{self.oversample}: cannot read the oversampling list "
+                              f"({err.strerror})") from None
+        times = {}
+        for line, row in enumerate(rows, 1):
+            if len(row) != 2 or not row[1].strip().isdigit():
+                raise ConfigError(f"{self.oversample}: line {line} must be `name,times` with "
+                                  f"a whole number of times, got {','.join(row)!r}")
+            times[row[0].strip()] = int(row[1])
+        unknown = sorted(set(times) - set(names))
+        if unknown:
+            raise ConfigError(f"{self.oversample}: names no training pair: {unknown[:5]}")
+        return [times.get(name, 1) for name in names]
+
     def validate(self) -> None:
         """Checks every value, naming the key (and its command-line flag).
 
@@ -243,6 +276,7 @@ class TrainConfig:
                  f"{below or multiple} or {below + multiple}")
 
 
-PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from")
+PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from",
+             "oversample")
 
 

@@ -34,7 +34,7 @@ def build_unet(
     convs_per_block: int = 2,
     kernel_size: int = 3,
     activation: str = "relu",
-    kernel_initializer: str = "he_normal",
+    kernel_initializer: str | keras.initializers.Initializer = "he_normal",
     padding: str = "same",
     normalization: str | None = None,
     dropout: float = 0.0,
@@ -64,7 +64,9 @@ def build_unet(
         convs_per_block: Convolutions per encoder/decoder block.
         kernel_size: Kernel size of the block convolutions.
         activation: Keras activation of the block convolutions.
-        kernel_initializer: Keras initializer of all convolutions.
+        kernel_initializer: Keras initializer of all convolutions;
+            `"he_normal"` is drawn with NumPy (`blocks.HeNormal`, the same
+            distribution), which is fast on every backend.
         padding: `"same"` (output size = input size) or `"valid"` (the
             paper's layout: unpadded convolutions, center-cropped skip
             connections, output smaller than the input).
@@ -131,6 +133,8 @@ def build_unet(
     )
     if output_activation == "auto":
         output_activation = "sigmoid" if num_classes == 1 else "softmax"
+    if kernel_initializer == "he_normal":
+        kernel_initializer = blocks.HeNormal()  # the same, fast on every backend
     conv_kwargs = dict(
         convs=convs_per_block,
         kernel_size=kernel_size,

@@ -385,6 +385,7 @@ def make_dataset(
     seed: int = 0,
     deterministic: bool = False,
     start: int = 0,
+    repeats: Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline that `fit()` consumes.
 
@@ -418,6 +419,8 @@ def make_dataset(
             repeat exactly from run to run (slightly slower).
         start: Training examples of the stream to skip: those a resumed run
             has already trained on.
+        repeats: Times each pair is drawn per pass over the training set
+            (oversampling rare kinds of images); default once each.
 
     Returns:
         A dataset of `(images, masks)` batches, or `(images, masks,
@@ -467,7 +470,7 @@ def make_dataset(
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if training:
-        ds = _stream(ds, len(dataset.images), seed, shuffle, start)
+        ds = _stream(ds, seed, shuffle, start, repeats or [1] * len(dataset.images))
         ds = ds.map(
             lambda example, key: augment(*example, key, crop_size, augmentations),
             num_parallel_calls=AUTOTUNE, deterministic=deterministic,
@@ -483,18 +486,24 @@ def make_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _stream(examples: tf.data.Dataset, count: int, seed: int, shuffle: bool, start: int):
+def _stream(examples: tf.data.Dataset, seed: int, shuffle: bool, start: int,
+            repeats: Sequence[int]):
     """The endless training stream from position `start`: `(example, key)` pairs.
 
-    The examples repeat and pass through a shuffle buffer of one pass,
-    seeded with `seed`; `key = (seed, position)` seeds the augmentation of
-    the example at that position. Built again with the same seed, the
-    stream is the same, so skipping `start` examples continues it exactly
-    (the skip draws no augmentation).
+    Each pass holds example `i` `repeats[i]` times; the passes repeat and go
+    through a shuffle buffer of one pass, seeded with `seed`; `key = (seed,
+    position)` seeds the augmentation of the example at that position. Built
+    again with the same seed, the stream is the same, so skipping `start`
+    examples continues it exactly (the skip draws no augmentation).
     """
+    if any(r != 1 for r in repeats):
+        times = tf.data.Dataset.from_tensor_slices(np.asarray(repeats, np.int64))
+        examples = tf.data.Dataset.zip((examples, times)).flat_map(
+            lambda example, k: tf.data.Dataset.from_tensors(example).repeat(k))
     examples = examples.repeat()
     if shuffle:
-        examples = examples.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        examples = examples.shuffle(max(1, int(sum(repeats))), seed=seed,
+                                    reshuffle_each_iteration=True)
     keys = tf.data.Dataset.range(2**62).map(
         lambda position: tf.stack([tf.constant(seed, tf.int64), position]))
     return tf.data.Dataset.zip((examples, keys)).skip(start)

@@ -278,7 +278,8 @@ def train(
         if chief and not list(shard_dir.glob("train-*.tfrecord")):
             write_tfrecords(train_set, shard_dir, config.tfrecord_shards)
         records = str(shard_dir / "train-*.tfrecord")
-    steps = config.steps_per_epoch or math.ceil(len(train_set.images) / config.batch_size)
+    repeats = config.repeats(train_set.stems)
+    steps = config.steps_per_epoch or math.ceil(sum(repeats) / config.batch_size)
     border = None
     if config.border_weights:
         log.info("computing the border weight maps of %d training images",
@@ -292,6 +293,7 @@ def train(
             augmentations=Augment(**config.augment), class_weights=weights,
             border_weights=border, target=config.target, records=records,
             seed=config.seed, deterministic=config.deterministic, start=start,
+            repeats=repeats,
         )
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (

@@ -54,3 +54,31 @@ def test_evaluate_dataset_writes_the_report(tmp_path):
         assert (tmp_path / "report" / name).is_file()
     assert len(list((tmp_path / "report" / "worst").glob("*.png"))) == 2
     assert "_background_" in format_confusion(CM, ["_background_", "a", "b"])
+
+
+def test_evaluate_scores_objects_when_the_dataset_has_instances(tmp_path):
+    from test_instances import touching_discs
+
+    from keras_unet.files import save_instances
+    from keras_unet.instances import boundary_target
+
+    ids = touching_discs()
+    for sub in ("images", "masks", "instances"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "labels.txt").write_text("_background_\nnucleus\n")
+    PIL.Image.fromarray(np.where(ids > 0, 200, 20).astype(np.uint8)).save(
+        tmp_path / "images" / "a.png")
+    save_mask(tmp_path / "masks" / "a.png", (ids > 0).astype(np.uint8))
+    save_instances(tmp_path / "instances" / "a.png", ids)
+    dataset = load_dataset(tmp_path)
+    target = boundary_target((ids > 0).astype(np.uint8), ids, 2)
+    perfect = np.eye(3, dtype=np.float32)[target][None]
+    objects = Predictor(lambda b: perfect, None, 3, 1, "oracle", "instances", ["bg", "n"])
+    semantic = Predictor(lambda b: (ids > 0).astype(np.float32)[None, ..., None], None, 3, 1,
+                         "blob")
+    found = evaluate_dataset(objects, dataset, tmp_path / "objects")["objects"]
+    merged = evaluate_dataset(semantic, dataset, tmp_path / "blob")["objects"]
+    assert found["tp"] == 2 and found["merged"] == 0 and found["mean_ap"] > 0.9
+    assert merged["merged"] == 2 and merged["tp"] <= 1
+    rows = (tmp_path / "objects" / "per_image.csv").read_text()
+    assert "mean_ap" in rows.splitlines()[0]

@@ -8,6 +8,7 @@ import json
 
 import keras
 import numpy as np
+import PIL.Image
 import pytest
 
 from keras_unet.export import (
@@ -200,3 +201,32 @@ def test_onnx_export_runs_in_onnxruntime(model, held_out, tmp_path):
     report = export_other(model, tmp_path / "m.onnx", "onnx",
                           verification_images=verification, input_size=(128, 128))
     assert report.agreement.mask_agreement >= 0.999 and report.agreement.max_abs_diff < 1e-3
+
+
+def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
+        nuclei_dataset, tmp_path):
+    """The sidecar says `instances`, so predict runs the same post-processing
+    after the .tflite model as after the Keras one."""
+    from keras_unet.inference import predict_files
+
+    config = TrainConfig(
+        data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), target="instances",
+        crop_size=64, batch_size=4, epochs=1, steps_per_epoch=4, lr=5e-3,
+        model={"filters": 4, "depth": 2}, tensorboard=False, verbose=0, val_fraction=0.1)
+    train(config)
+    export_run(tmp_path / "run", tmp_path / "export", precisions=("float32",),
+               input_size=(64, 64), verification_samples=2, latency_runs=0)
+    meta = json.loads((tmp_path / "export" / "model_float32.json").read_text())
+    assert meta["target"] == "instances" and meta["output"]["boundary_channel"] == 2
+    assert meta["postprocessing"]["min_size"] > 0 and meta["input"]["size_multiple"] == 4
+    keras_model = load_predictor(tmp_path / "run" / "checkpoints" / "best.keras")
+    tflite_model = load_predictor(tmp_path / "export" / "model_float32.tflite")
+    assert keras_model.target == tflite_model.target == "instances"
+    image = sorted((nuclei_dataset / "images").glob("*.png"))[0]
+    for name, predictor in (("keras", keras_model), ("tflite", tflite_model)):
+        summary = predict_files(predictor, image, tmp_path / name, tile=(64, 64), min_size=1)
+        assert summary.written == 1
+    keras_ids = np.asarray(PIL.Image.open(tmp_path / "keras" / "instances" / image.name))
+    tflite_ids = np.asarray(PIL.Image.open(tmp_path / "tflite" / "instances" / image.name))
+    assert keras_ids.dtype == np.uint16 or keras_ids.max() < 65536
+    assert (keras_ids > 0).mean() == pytest.approx((tflite_ids > 0).mean(), abs=0.01)

@@ -15,7 +15,6 @@ from keras_unet.inference import (
     predict_tiled,
     tile_starts,
 )
-from keras_unet.readers import read_image
 
 
 def keras_predictor(model, calls):
@@ -75,14 +74,6 @@ def test_images_smaller_than_the_tile_work(small_fcn):
     predictor = keras_predictor(small_fcn, [])
     out = predict_tiled(predictor, np.zeros((20, 30, 3), np.float32), (64, 64))
     assert out.shape == (20, 30, 3)
-
-
-def test_read_image_scales_8_and_16_bit(tmp_path):
-    PIL.Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "a.png")
-    PIL.Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(tmp_path / "b.png")
-    assert read_image(tmp_path / "a.png", 3).shape == (4, 4, 3)
-    assert read_image(tmp_path / "a.png", 1).max() == 1.0
-    assert read_image(tmp_path / "b.png", 1).max() == 1.0
 
 
 def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, capsys):

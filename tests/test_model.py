@@ -224,3 +224,20 @@ def test_per_image_standardization_makes_the_model_indifferent_to_brightness():
 def test_input_normalization_is_refused_with_a_backbone():
     with pytest.raises(ValueError, match="input_normalization is not supported with a backbone"):
         build_unet((64, 64, 3), 1, backbone="mobilenet_v2", input_normalization="per_image")
+
+
+def test_he_normal_weights_have_the_papers_spread_and_follow_the_seed():
+    from keras_unet.blocks import HeNormal
+
+    kernel = np.asarray(HeNormal()((3, 3, 64, 128)))
+    std = np.sqrt(2.0 / (3 * 3 * 64))  # He et al.: sqrt(2 / fan_in)
+    assert kernel.std() == pytest.approx(std, rel=0.03)
+    assert np.abs(kernel).max() <= 2 * std / 0.87962566103423978 + 1e-6  # truncated at 2 sd
+    keras.utils.set_random_seed(3)
+    first = build_unet((None, None, 1), 1, **TINY).get_weights()
+    keras.utils.set_random_seed(3)
+    again = build_unet((None, None, 1), 1, **TINY).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    keras.utils.set_random_seed(4)
+    other = build_unet((None, None, 1), 1, **TINY).get_weights()
+    assert not np.array_equal(first[0], other[0])

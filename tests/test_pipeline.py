@@ -194,3 +194,14 @@ def test_tfrecord_shards_give_the_same_examples_as_files(blobs, tmp_path):
     def key(batch):
         return batch[1].numpy().tobytes()
     assert sorted(map(key, from_files)) == sorted(map(key, from_records))
+
+
+def test_the_stream_draws_each_example_its_number_of_times_per_pass():
+    from keras_unet.pipeline import _stream
+
+    examples = tf.data.Dataset.range(3)
+    stream = _stream(examples, seed=1, shuffle=True, start=0, repeats=[1, 3, 0])
+    drawn = np.bincount([int(e) for e, _ in stream.take(400)], minlength=3)
+    assert drawn[2] == 0 and abs(drawn[1] / 400 - 0.75) < 0.03
+    again = _stream(examples, seed=1, shuffle=True, start=6, repeats=[1, 3, 0])
+    assert [int(e) for e, _ in again.take(5)] == [int(e) for e, _ in stream.skip(6).take(5)]

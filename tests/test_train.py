@@ -380,3 +380,15 @@ def test_a_time_budget_sizes_the_run_to_fit(tiny_nuclei, tmp_path, caplog):
     assert "time budget 0.25 min:" in caplog.text and "s per step" in caplog.text
     planned = json.loads((tmp_path / "run" / "state.json").read_text())["epochs"]
     assert 1 <= planned < 500 and len(result.history["loss"]) == planned
+
+
+def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
+    from keras_unet.config import ConfigError
+
+    table = tmp_path / "times.csv"
+    table.write_text("name,times\nnot_a_pair,3\n")
+    with pytest.raises(ConfigError, match=r"times.csv: names no training pair: \['not_a_pair'\]"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))
+    table.write_text("a,two\n")
+    with pytest.raises(ConfigError, match="line 1 must be `name,times`"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))

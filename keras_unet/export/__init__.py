@@ -10,41 +10,31 @@ The names below load their module on first use (as the top-level package
 does), so `keras_unet.export.metadata` can be read without TensorFlow.
 """
 
-import importlib
+from keras_unet.lazy import lazy_exports
 
 _EXPORTS = {  # public name -> module that defines it
-    "ExportError": "errors",
-    "ExportVerificationError": "errors",
-    "OTHER_FORMATS": "formats",
-    "export_other": "formats",
-    "METADATA_NAME": "metadata",
-    "embed_metadata": "metadata",
-    "read_metadata": "metadata",
-    "sidecar": "metadata",
-    "ExportReport": "report",
-    "export_run": "run",
-    "image_windows": "run",
-    "PRECISIONS": "tflite",
-    "convert": "tflite",
-    "export_tflite": "tflite",
-    "fixed_size_model": "tflite",
-    "op_names": "tflite",
-    "Agreement": "verify",
-    "DEFAULT_AGREEMENT": "verify",
-    "compare": "verify",
+    name: f"keras_unet.export.{module}" for name, module in {
+        "ExportError": "errors",
+        "ExportVerificationError": "errors",
+        "OTHER_FORMATS": "formats",
+        "export_other": "formats",
+        "METADATA_NAME": "metadata",
+        "embed_metadata": "metadata",
+        "read_metadata": "metadata",
+        "sidecar": "metadata",
+        "ExportReport": "report",
+        "export_run": "run",
+        "image_windows": "run",
+        "PRECISIONS": "tflite",
+        "convert": "tflite",
+        "export_tflite": "tflite",
+        "fixed_size_model": "tflite",
+        "op_names": "tflite",
+        "Agreement": "verify",
+        "DEFAULT_AGREEMENT": "verify",
+        "compare": "verify",
+    }.items()
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Imports the module behind a public name on first access (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_unet.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keras_unet.export.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
