@@ -12,6 +12,13 @@
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from keras_unet.evaluate import evaluate_prediction
+from keras_unet.inference import predict_image
+from keras_unet.instances import remove_small
+from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
 
 WATERSHED_MIN_DISTANCE = 5  # pixels between seeds (measured, see the README)
 MIN_OBJECT_SIZE = 10
@@ -77,8 +84,6 @@ def otsu_watershed(
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    from keras_unet.instances import remove_small
-
     foreground = ndimage.binary_opening(otsu_foreground(image, minority))
     distance = ndimage.distance_transform_edt(foreground)
     regions, _ = ndimage.label(foreground)
@@ -118,18 +123,6 @@ def score_methods(
         `{method: {group: {"images", "foreground_dice", "mean_ap", "f1",
         "missed", "split", "merged"}}}`, with the group `"all"`.
     """
-    from tqdm.auto import tqdm
-
-    from keras_unet.evaluate import evaluate_prediction
-    from keras_unet.inference import predict_image
-    from keras_unet.readers import read_image, read_instances, read_mask
-    from keras_unet.scores import (
-        ObjectScores,
-        confusion,
-        object_scores,
-        per_class_scores,
-    )
-
     predictors = predictors or {}
     methods = list(METHODS) + list(predictors)
     pooled = {}
@@ -177,8 +170,6 @@ def score_methods(
 def _components(foreground: np.ndarray) -> np.ndarray:
     """Connected components (8-connectivity) of at least `MIN_OBJECT_SIZE` pixels."""
     from scipy import ndimage
-
-    from keras_unet.instances import remove_small
 
     ids, _ = ndimage.label(foreground, structure=np.ones((3, 3)))
     return remove_small(ids, MIN_OBJECT_SIZE)

@@ -75,10 +75,13 @@ class Validation(keras.callbacks.Callback):
         channels: Image channels of the model.
         target: `"semantic"` or `"instances"`.
         objects: Also score objects (needs instance masks).
+        boundary_width: Boundary width of the instance target (for the loss).
     """
 
-    def __init__(self, dataset: Dataset, *, channels: int, target: str, objects: bool):
+    def __init__(self, dataset: Dataset, *, channels: int, target: str, objects: bool,
+                 boundary_width: int = 1):
         super().__init__()
+        self.boundary_width = boundary_width
         self.names = dataset.names
         self.target = target
         self.objects = objects and bool(dataset.instances)
@@ -117,7 +120,7 @@ class Validation(keras.callbacks.Callback):
                 objects = objects.add(result.objects)
             if model.loss is not None:
                 labels = truth if self.target != "instances" else boundary_target(
-                    truth, instances, n)
+                    truth, instances, n, self.boundary_width)
                 losses.append(float(model.loss(labels[None], probs[None])))
         scores = summarize(matrix, self.names, objects)
         foreground = [s for name, s in list(scores["classes"].items())[1:]

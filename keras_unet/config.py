@@ -51,6 +51,8 @@ class TrainConfig:
         target: `"semantic"` (class-id masks) or `"instances"` (adds a
             boundary class that separates touching objects; needs instance
             masks, see `keras_unet.instances`).
+        boundary_width: Width in pixels of the boundary class of the
+            instance target (each of two touching objects gives this much).
         channels: Image channels fed to the model (1 grey, 3 RGB).
         crop_size: Training crop size (a multiple of `2**depth`, 32 with a
             backbone).
@@ -102,6 +104,7 @@ class TrainConfig:
     val_list: str | None = None
     work_dir: str = "runs/train"
     target: str = "semantic"
+    boundary_width: int = 1
     channels: int = 3
     crop_size: int = 256
     batch_size: int = 8
@@ -243,6 +246,7 @@ class TrainConfig:
                 fail(key, f"an integer >= {minimum}")
 
         for key, minimum in (("batch_size", 1), ("epochs", 1), ("crop_size", 1),
+                             ("boundary_width", 1),
                              ("early_stopping", 0), ("tfrecord_shards", 0), ("seed", 0)):
             integer(key, minimum)
         integer("steps_per_epoch", 1, optional=True)

@@ -20,6 +20,7 @@ import PIL.ImageDraw
 from tqdm.auto import tqdm
 
 from keras_unet import files
+from keras_unet.config import ConfigError, TrainConfig
 from keras_unet.inference import Predictor, predict_image
 from keras_unet.instances import label_instances, semantic_classes
 from keras_unet.labels import IGNORE_ID
@@ -31,6 +32,7 @@ from keras_unet.pairs import (
     split_dataset,
 )
 from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.runs import RunFolder
 from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
 from keras_unet.visualize import overlay
 
@@ -124,9 +126,6 @@ def evaluation_pairs(
             has no run, or a split is asked for a dataset that is not the
             run's.
     """
-    from keras_unet.config import ConfigError, TrainConfig
-    from keras_unet.runs import RunFolder
-
     model_path = Path(model_path)
     run_folder = next((f for f in (model_path.parent, model_path.parent.parent)
                        if RunFolder(f).config.is_file()), None)

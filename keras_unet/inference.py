@@ -13,6 +13,7 @@ count little. At most `batch_size` tiles are in memory at once.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -20,12 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from keras_unet import files
 from keras_unet.errors import KerasUnetError
 from keras_unet.export.metadata import read_metadata
 from keras_unet.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
+from keras_unet.labels import LabelMapError, read_labels
 from keras_unet.logs import native_output_silenced
+from keras_unet.preannotate import pixel_confidence
 from keras_unet.readers import IMAGE_SUFFIXES, ReadError, read_image
+from keras_unet.visualize import overlay
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +185,6 @@ def _target_from_outputs(outputs: int, names: list[str] | None) -> str:
 
 def _run_config(model_path: Path) -> dict:
     """The run's `config.json` above a checkpoint (`run/checkpoints/x.keras`)."""
-    import json
-
     for folder in (model_path.parent, model_path.parent.parent):
         config = folder / "config.json"
         if config.is_file():
@@ -217,8 +221,6 @@ def find_labels(
         InferenceError: If a given labels file is missing or invalid.
     """
     path, meta = Path(path), meta or {}
-    from keras_unet.labels import LabelMapError, read_labels
-
     if labels is not None and not isinstance(labels, (str, os.PathLike)):
         return list(labels), "the given labels"
     candidates = [Path(labels)] if labels is not None else [
@@ -407,8 +409,6 @@ def predict_tiled(
             of the model's size multiple, or the overlap is outside [0, 0.9].
     """
     check_tiling(predictor, tile, overlap)
-    from tqdm.auto import tqdm
-
     height, width = image.shape[:2]
     padded = pad_image(image, *tile)
     tile_h, tile_w = tile
@@ -583,12 +583,6 @@ def predict_files(
             asked for a model without class names.
         InferenceError: On a bad tile size or overlap.
     """
-    from tqdm.auto import tqdm
-
-    from keras_unet import files
-    from keras_unet.preannotate import pixel_confidence
-    from keras_unet.visualize import overlay
-
     if tile is not None:
         check_tiling(predictor, tile, overlap)
     if labelme is not None and predictor.names is None:

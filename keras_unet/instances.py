@@ -24,28 +24,31 @@ MIN_OBJECT_SIZE = 10
 MIN_SEED_SIZE = 4
 
 
-def boundary_target(mask: np.ndarray, instances: np.ndarray, boundary_id: int) -> np.ndarray:
+def boundary_target(
+    mask: np.ndarray, instances: np.ndarray, boundary_id: int, width: int = 1
+) -> np.ndarray:
     """Class ids with the boundary class between and around objects.
 
-    An object pixel is a boundary pixel when one of its 8 neighbours inside
-    the image belongs to another object or to no object. Ignored pixels stay
-    ignored.
+    An object pixel is a boundary pixel when a pixel inside the image within
+    `width` pixels (a square neighbourhood) belongs to another object or to
+    no object. Ignored pixels stay ignored.
 
     Args:
         mask: `(H, W)` uint8 class ids (255 = ignore).
         instances: `(H, W)` instance ids, 0 = no object.
         boundary_id: Class id of the boundary (the number of classes).
+        width: Boundary width in pixels.
 
     Returns:
         `(H, W)` uint8 class ids.
     """
     ids = np.asarray(instances)
-    padded = np.pad(ids, 1, mode="edge")
-    height, width = ids.shape
+    padded = np.pad(ids, width, mode="edge")
+    height, image_width = ids.shape
     border = np.zeros(ids.shape, bool)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            border |= padded[dy:dy + height, dx:dx + width] != ids
+    for dy in range(2 * width + 1):
+        for dx in range(2 * width + 1):
+            border |= padded[dy:dy + height, dx:dx + image_width] != ids
     border &= (ids > 0) & (np.asarray(mask) != IGNORE_ID)
     return np.where(border, np.uint8(boundary_id), np.asarray(mask, np.uint8))
 

@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from keras_unet import blocks
+from keras_unet.backbones import build_encoder
 
 PADDINGS = ("same", "valid")
 NORMALIZATIONS = (None, "batch", "group")
@@ -192,8 +193,6 @@ def _encoder(x, filters: int, depth: int, dropout: float, conv_kwargs: dict):
 
 def _backbone_encoder(x, backbone: str, weights, freeze: bool) -> list:
     """A `keras.applications` encoder: its features at strides 2..32."""
-    from keras_unet.backbones import build_encoder
-
     features, encoder = build_encoder(x, backbone, weights)
     encoder.trainable = not freeze
     return features

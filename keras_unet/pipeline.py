@@ -250,25 +250,29 @@ def class_weights_from_counts(counts: dict[int, int], num_classes: int) -> list[
     return [float(median / f) if f else 0.0 for f in freq]
 
 
-def boundary_target(masks: tf.Tensor, instances: tf.Tensor, boundary_id: int) -> tf.Tensor:
+def boundary_target(masks: tf.Tensor, instances: tf.Tensor, boundary_id: int,
+                    width: int = 1) -> tf.Tensor:
     """Class-id masks with a boundary class between and around objects.
 
-    An object pixel is a boundary pixel when one of its 8 neighbours belongs
-    to another object or to no object; boundary pixels get `boundary_id`,
-    other pixels keep their class (ignore stays ignore). Touching objects
-    are then separated by two boundary pixels, one from each.
+    An object pixel is a boundary pixel when a pixel within `width` pixels
+    (a square neighbourhood) belongs to another object or to no object;
+    boundary pixels get `boundary_id`, other pixels keep their class (ignore
+    stays ignore). Touching objects are then separated by `2 * width`
+    boundary pixels, `width` from each.
 
     Args:
         masks: `(B, H, W, 1)` uint8 class ids.
         instances: `(B, H, W, 1)` int instance ids (0 = no object).
         boundary_id: Class id of the boundary (the number of classes).
+        width: Boundary width in pixels.
 
     Returns:
         `(B, H, W, 1)` uint8 class ids.
     """
     ids = tf.cast(instances, tf.float32)
-    high = tf.nn.max_pool2d(ids, 3, 1, "SAME")
-    low = -tf.nn.max_pool2d(-ids, 3, 1, "SAME")
+    window = 2 * width + 1
+    high = tf.nn.max_pool2d(ids, window, 1, "SAME")
+    low = -tf.nn.max_pool2d(-ids, window, 1, "SAME")
     border = (ids > 0) & ((high != ids) | (low != ids)) & (masks != IGNORE_ID)
     return tf.where(border, tf.constant(boundary_id, tf.uint8), masks)
 
@@ -379,6 +383,7 @@ def make_dataset(
     class_weights: list[float] | None = None,
     border_weights: Sequence[np.ndarray] | None = None,
     target: str = "semantic",
+    boundary_width: int = 1,
     records: str | None = None,
     cache: bool | str = True,
     shuffle: bool = True,
@@ -409,6 +414,7 @@ def make_dataset(
             the augmentation; yields pixel weights.
         target: `"semantic"` or `"instances"` (adds the boundary class;
             needs instance masks).
+        boundary_width: Width of the boundary class in pixels (instances).
         records: Glob of TFRecord shards (`write_tfrecords`) to read instead
             of the dataset's files; shards are interleaved.
         cache: Cache decoded examples in memory (True), in a file (a path),
@@ -480,7 +486,7 @@ def make_dataset(
         ds = ds.map(_elastic(elastic_layer(seed)), num_parallel_calls=AUTOTUNE,
                     deterministic=deterministic)
     ds = ds.map(_outputs(class_weights, border_weights is not None, target,
-                         dataset.num_classes))
+                         dataset.num_classes, boundary_width))
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
@@ -509,12 +515,13 @@ def _stream(examples: tf.data.Dataset, seed: int, shuffle: bool, start: int,
     return tf.data.Dataset.zip((examples, keys)).skip(start)
 
 
-def _outputs(class_weights, border_weights: bool, target: str, num_classes: int):
+def _outputs(class_weights, border_weights: bool, target: str, num_classes: int,
+             boundary_width: int):
     """Turns `(images, labels)` batches into what `fit()` takes."""
     def split(images, labels):
         mask = labels["mask"]
         if target == "instances":
-            mask = boundary_target(mask, labels["instances"], num_classes)
+            mask = boundary_target(mask, labels["instances"], num_classes, boundary_width)
         if border_weights:
             return images, mask, labels["weights"][..., 0]
         if class_weights is not None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_unet import files
+from keras_unet.convert import mask_to_shapes
 from keras_unet.labelme import labelme_document
 
 # Polygon simplification default, in pixels: the largest tolerance that
@@ -104,8 +105,6 @@ class LabelMeOutput:
         Returns:
             `None` when written, else why the file was left as it is.
         """
-        from keras_unet.convert import mask_to_shapes
-
         json_path, image_path = Path(json_path), Path(image_path)
         if json_path.exists():
             try:

@@ -22,6 +22,9 @@ from pathlib import Path
 from keras_unet import files
 from keras_unet.baselines import format_comparison, score_methods
 from keras_unet.convert import labelme_to_masks
+from keras_unet.export.run import export_run
+from keras_unet.inference import load_predictor
+from keras_unet.train import TrainConfig, load_training_data, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = REPO_ROOT / "datasets" / "nuclei"
@@ -76,10 +79,6 @@ def run_main_job(
         keras_unet.export.ExportVerificationError: If an export disagrees
             with the Keras model.
     """
-    from keras_unet.export import export_run
-    from keras_unet.inference import load_predictor
-    from keras_unet.train import TrainConfig, load_training_data, train
-
     start = time.perf_counter()
     work = Path(work_dir)
     dataset_dir = Path(dataset_dir) if dataset_dir else SAMPLE_DATASET

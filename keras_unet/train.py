@@ -291,7 +291,8 @@ def train(
             train_set, channels=config.channels, training=True, batch_size=config.batch_size,
             crop_size=config.crop_size, pad_multiple=multiple,
             augmentations=Augment(**config.augment), class_weights=weights,
-            border_weights=border, target=config.target, records=records,
+            border_weights=border, target=config.target,
+            boundary_width=config.boundary_width, records=records,
             seed=config.seed, deterministic=config.deterministic, start=start,
             repeats=repeats,
         )
@@ -301,7 +302,8 @@ def train(
         return ds.with_options(options)
 
     validation = Validation(val_set, channels=config.channels, target=config.target,
-                            objects=bool(val_set.instances))
+                            objects=bool(val_set.instances),
+                            boundary_width=config.boundary_width)
     monitor = "val_ap" if config.target == "instances" else "val_dice"
 
     previous_policy = keras.mixed_precision.global_policy()

@@ -13,6 +13,10 @@ the network to separate them. The paper uses `w0 = 10`, `sigma = 5` pixels.
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from keras_unet.labels import IGNORE_ID
+from keras_unet.readers import read_instances, read_mask
 
 
 def border_weight_map(
@@ -82,11 +86,6 @@ def border_weight_maps(
     Returns:
         float32 `(H, W)` maps in the dataset's order; ignored pixels weigh 0.
     """
-    from tqdm.auto import tqdm
-
-    from keras_unet.labels import IGNORE_ID
-    from keras_unet.readers import read_instances, read_mask
-
     table = None if class_weights is None else np.asarray(class_weights, np.float32)
     maps = []
     for index in tqdm(range(len(dataset.masks)), desc="border weights", unit="image",

@@ -82,3 +82,20 @@ def test_evaluate_scores_objects_when_the_dataset_has_instances(tmp_path):
     assert merged["merged"] == 2 and merged["tp"] <= 1
     rows = (tmp_path / "objects" / "per_image.csv").read_text()
     assert "mean_ap" in rows.splitlines()[0]
+
+
+def test_a_run_model_is_scored_on_its_validation_split_by_default(tiny_nuclei, tmp_path):
+    from keras_unet.evaluate import evaluation_pairs
+    from keras_unet.train import TrainConfig, train
+
+    config = TrainConfig(data=str(tiny_nuclei), work_dir=str(tmp_path / "run"), crop_size=32,
+                         batch_size=2, epochs=1, steps_per_epoch=1, val_fraction=0.25,
+                         model={"filters": 2, "depth": 2}, tensorboard=False, verbose=0)
+    train(config)
+    model = tmp_path / "run" / "checkpoints" / "best.keras"
+    val, split = evaluation_pairs(model)
+    assert len(val.images) == 2 and split.startswith("validation split of")
+    train_part, _ = evaluation_pairs(model, split="train")
+    assert len(train_part.images) == 6 and not set(train_part.images) & set(val.images)
+    everything, split = evaluation_pairs(model, data=tiny_nuclei, split="all")
+    assert len(everything.images) == 8 and split == "all 8 pairs"

@@ -22,6 +22,14 @@ def touching_discs(shape=(40, 60)):
     return ids
 
 
+def test_a_wider_boundary_leaves_a_smaller_interior():
+    ids = np.zeros((9, 9), np.int32)
+    ids[1:8, 1:8] = 1
+    mask = (ids > 0).astype(np.uint8)
+    assert (boundary_target(mask, ids, 2, width=1) == 1).sum() == 25  # 5x5 inside
+    assert (boundary_target(mask, ids, 2, width=2) == 1).sum() == 9  # 3x3 inside
+
+
 def test_boundary_is_the_object_pixels_next_to_another_object_or_the_background():
     ids = np.zeros((5, 7), np.int32)
     ids[1:4, 1:4] = 1
@@ -42,13 +50,18 @@ def test_ignored_pixels_stay_ignored_and_the_image_edge_is_no_boundary():
     assert target[0, 0] == 255 and (target[mask != 255] == 1).all()
 
 
-def test_the_pipeline_computes_the_same_target_in_the_graph():
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_the_pipeline_computes_the_same_target_in_the_graph(width):
     ids = touching_discs()
     mask = (ids > 0).astype(np.uint8)
     mask[:3, :3] = 255
     graph = graph_boundary_target(tf.constant(mask[None, ..., None]),
-                                  tf.constant(ids[None, ..., None]), 2)
-    np.testing.assert_array_equal(graph.numpy()[0, ..., 0], boundary_target(mask, ids, 2))
+                                  tf.constant(ids[None, ..., None]), 2, width)
+    expected = boundary_target(mask, ids, 2, width)
+    np.testing.assert_array_equal(graph.numpy()[0, ..., 0], expected)
+    # touching objects are 2 * width boundary pixels apart along the contact row
+    row = expected[20]
+    assert ((row == 1).astype(int).sum() > 0) and np.sum(row[20:40] == 2) >= 2 * width
 
 
 def probabilities_of(target, num_classes=2, confidence=0.9):

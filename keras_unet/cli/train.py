@@ -27,6 +27,8 @@ TRAIN_FLAGS = {
     "--target": ("target", dict(choices=("semantic", "instances"),
                                 help="instances: also learn object boundaries, to separate "
                                      "touching objects (needs instances/)")),
+    "--boundary-width": ("boundary_width", dict(type=positive_int,
+                                                help="instances: boundary width in pixels")),
     "--channels": ("channels", dict(type=int, choices=(1, 3), help="image channels")),
     "--crop-size": ("crop_size", dict(type=positive_int, help="training crop size")),
     "--batch-size": ("batch_size", dict(type=positive_int, help="global batch size")),

@@ -26,6 +26,8 @@ from keras_unet.export.tflite import PRECISIONS, export_tflite
 from keras_unet.export.verify import DEFAULT_AGREEMENT, check_min_agreement
 from keras_unet.inference import InferenceError, load_keras_model, pad_image
 from keras_unet.readers import read_image
+from keras_unet.runs import RunFolder
+from keras_unet.train import TrainConfig, load_training_data
 
 FORMAT_FILES = {"saved_model": "saved_model", "onnx": "model.onnx"}
 
@@ -107,8 +109,6 @@ def export_run(
         ExportVerificationError: After the loop, if an export disagreed
             with Keras (the others are written, and the report says which).
     """
-    from keras_unet.train import load_training_data
-
     precisions, formats = list(precisions), list(formats)
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
@@ -179,9 +179,6 @@ def _check_arguments(precisions, formats, input_size, calibration, verification,
 
 def _load_source(source: Path, data):
     """`(model, TrainConfig)` of a run folder or a `.keras` file."""
-    from keras_unet.runs import RunFolder
-    from keras_unet.train import TrainConfig
-
     if source.is_dir():
         run = RunFolder(source)
         if not run.config.is_file():
