@@ -84,7 +84,8 @@ class TrainConfig:
         init_from: A run folder or `.keras` model to start from (fine-tuning
             on a grown dataset); its label map must be this dataset's, or
             a prefix of it (the output head is then new).
-        model: Keyword arguments of `build_unet`.
+        model: Keyword arguments of `build_unet` (default: 32 filters,
+            depth 4; a mapping given here replaces the default as a whole).
         augment: Keyword arguments of `keras_unet.pipeline.Augment`.
         seed: Seed of the split, weights, shuffling and augmentation.
         deterministic: Reproducible input order and augmentation.
@@ -104,7 +105,7 @@ class TrainConfig:
     val_list: str | None = None
     work_dir: str = "runs/train"
     target: str = "semantic"
-    boundary_width: int = 1
+    boundary_width: int = 2
     channels: int = 3
     crop_size: int = 256
     batch_size: int = 8

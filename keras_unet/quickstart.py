@@ -36,10 +36,10 @@ SAMPLE_TRAINING = dict(
     channels=3,
     crop_size=128,
     batch_size=8,
-    epochs=24,
+    epochs=30,
     steps_per_epoch=25,
     lr=3e-3,
-    model={"filters": 8, "depth": 4, "normalization": "batch"},
+    model={"filters": 16, "depth": 4, "normalization": "batch"},
     early_stopping=0,
 )
 SAMPLE_EXPORT = dict(precisions=("float32", "int8"), input_size=(256, 256),

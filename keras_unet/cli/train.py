@@ -97,8 +97,9 @@ def add_parsers(add) -> None:
         tr.add_argument(flag, default=None, **kwargs)
     tr.add_argument("--attention", action="store_true", help="attention gates")
     tr.add_argument("--residual", action="store_true", help="residual blocks")
-    tr.add_argument("--input-normalization", choices=("per_image",),
-                    help="standardize each image inside the model (per-image mean and std)")
+    tr.add_argument("--input-normalization", choices=("per_image", "none"),
+                    help="per_image: standardize each image inside the model (per-image "
+                         "mean and std); none: the model takes pixels/255 (default: none)")
     tr.add_argument("--deterministic", action="store_true", help="reproducible input")
     tr.add_argument("--border-weights", action="store_true",
                     help="U-Net paper weights between touching objects (needs instances/)")
@@ -125,7 +126,8 @@ def config_from_args(args):
         if getattr(args, flag):
             model[flag] = True
     if args.input_normalization:
-        model["input_normalization"] = args.input_normalization
+        model["input_normalization"] = (None if args.input_normalization == "none"
+                                        else args.input_normalization)
     if args.deterministic:
         overrides["deterministic"] = True
     if args.border_weights:
