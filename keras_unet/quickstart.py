@@ -29,7 +29,7 @@ from keras_unet.train import TrainConfig, load_training_data, train
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = REPO_ROOT / "datasets" / "nuclei"
 
-# The recipe for a 2-core CPU (about 10 minutes in all), chosen by
+# The recipe for a 2-core CPU (about 5 minutes in all), chosen by
 # measurement (see the README, "Train well").
 SAMPLE_TRAINING = dict(
     target="instances",

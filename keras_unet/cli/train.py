@@ -79,7 +79,9 @@ def add_parsers(add) -> None:
     run.add_argument("--dataset", default=SAMPLE_DATASET, help="folder of LabelMe JSON")
     run.add_argument("--work-dir", default="runs/sample", help="where results go")
     run.add_argument("--epochs", type=positive_int, default=None,
-                     help="training epochs (default: the sample recipe's)")
+                     # "%(default).0s" prints nothing; it keeps the formatter from
+                     # appending "(default: None)".
+                     help="training epochs (default: the sample recipe's)%(default).0s")
     run.add_argument("--force", action="store_true", help="redo a finished main job")
     run.set_defaults(func=run_main_job)
 

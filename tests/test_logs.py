@@ -1,0 +1,47 @@
+"""Tests for keras_unet/logs.py: commands are quiet unless `--verbose`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from keras_unet import build_unet
+
+PREDICT = Path(__file__).resolve().parents[1] / "tools" / "predict.py"
+# What TensorFlow itself writes when it loads on a CPU machine (oneDNN notice,
+# absl's preamble, the CUDA stubs) and runs a model.
+NATIVE_MARKERS = ("oneDNN", "absl::InitializeLog", "I0000 ")
+
+
+@pytest.fixture(scope="module")
+def model_and_image(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quiet")
+    build_unet((None, None, 3), 1, filters=2, depth=2).save(root / "model.keras")
+    (root / "images").mkdir()
+    PIL.Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(root / "images" / "a.png")
+    return root
+
+
+def predict(root: Path, out: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PREDICT), str(root / "model.keras"), str(root / "images"),
+         str(root / out), *flags],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_a_command_is_quiet_by_default_and_verbose_brings_tensorflow_back(model_and_image):
+    quiet = predict(model_and_image, "quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    output = quiet.stdout + quiet.stderr
+    assert not [m for m in NATIVE_MARKERS if m in output], output
+    assert (model_and_image / "quiet" / "masks" / "a.png").is_file()
+
+    verbose = predict(model_and_image, "verbose", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    # The same run with --verbose shows TensorFlow's own messages: the quiet
+    # run above was quiet because of keras-unet, not because TF said nothing.
+    assert [m for m in NATIVE_MARKERS if m in verbose.stdout + verbose.stderr]
