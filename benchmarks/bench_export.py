@@ -20,10 +20,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save, table  # noqa: E402
 
-from keras_unet.pairs import read_mask  # noqa: E402
-from keras_unet.evaluate import confusion, per_class_scores, predicted_classes  # noqa: E402
 from keras_unet.export import export_run  # noqa: E402
-from keras_unet.inference import load_predictor, predict_image, read_image  # noqa: E402
+from keras_unet.inference import load_predictor, predict_image  # noqa: E402
+from keras_unet.instances import semantic_classes  # noqa: E402
+from keras_unet.readers import read_image, read_mask  # noqa: E402
+from keras_unet.scores import confusion, per_class_scores  # noqa: E402
 from keras_unet.train import TrainConfig, load_training_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,8 @@ def truth_iou(predictor, dataset, channels) -> float:
     matrix = np.zeros((2, 2), np.int64)
     for image_path, mask_path in zip(dataset.images, dataset.masks):
         probs = predict_image(predictor, read_image(image_path, channels))
-        matrix += confusion(read_mask(mask_path), predicted_classes(probs), 2)
+        matrix += confusion(read_mask(mask_path, dataset.foreground_value),
+                            semantic_classes(probs, predictor.target), 2)
     return per_class_scores(matrix, dataset.names)["classes"][dataset.names[1]]["iou"]
 
 

@@ -206,8 +206,9 @@ def test_onnx_export_runs_in_onnxruntime(model, held_out, tmp_path):
 def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
         nuclei_dataset, tmp_path):
     """The sidecar says `instances`, so predict runs the same post-processing
-    after the .tflite model as after the Keras one."""
+    after the .tflite model as after the Keras one, pre-annotation included."""
     from keras_unet.inference import predict_files
+    from keras_unet.preannotate import LabelMeOutput, is_prediction
 
     config = TrainConfig(
         data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), target="instances",
@@ -224,9 +225,17 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     assert keras_model.target == tflite_model.target == "instances"
     image = sorted((nuclei_dataset / "images").glob("*.png"))[0]
     for name, predictor in (("keras", keras_model), ("tflite", tflite_model)):
-        summary = predict_files(predictor, image, tmp_path / name, tile=(64, 64), min_size=1)
-        assert summary.written == 1
+        summary = predict_files(predictor, image, tmp_path / name, tile=(64, 64), min_size=1,
+                                labelme=LabelMeOutput())
+        assert summary.written == 1 and summary.labelme_written == 1
     keras_ids = np.asarray(PIL.Image.open(tmp_path / "keras" / "instances" / image.name))
     tflite_ids = np.asarray(PIL.Image.open(tmp_path / "tflite" / "instances" / image.name))
     assert keras_ids.dtype == np.uint16 or keras_ids.max() < 65536
     assert (keras_ids > 0).mean() == pytest.approx((tflite_ids > 0).mean(), abs=0.01)
+    documents = {name: json.loads((tmp_path / name / f"{image.stem}.json").read_text())
+                 for name in ("keras", "tflite")}
+    assert all(is_prediction(d) for d in documents.values())
+    assert documents["tflite"]["keras_unet"]["model"].endswith("model_float32.tflite")
+    # one polygon per object (holes aside), each with its object's group_id
+    objects = {s["group_id"] for s in documents["tflite"]["shapes"] if s["label"] == "nucleus"}
+    assert len(objects) == len(np.unique(tflite_ids)) - 1
