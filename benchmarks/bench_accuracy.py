@@ -25,9 +25,11 @@ import argparse
 import copy
 import csv
 import json
+import math
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,9 +78,6 @@ def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
 
 def balance_file(source: Path, path: Path) -> Path:
     """`name,times` of the training images: each modality sqrt(n_largest / n) times."""
-    import math
-    from collections import Counter
-
     with open(source / "metadata.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
     counts = Counter(r["modality"] for r in rows)

@@ -79,7 +79,7 @@ class Validation(keras.callbacks.Callback):
     """
 
     def __init__(self, dataset: Dataset, *, channels: int, target: str, objects: bool,
-                 boundary_width: int = 1):
+                 boundary_width: int):
         super().__init__()
         self.boundary_width = boundary_width
         self.names = dataset.names

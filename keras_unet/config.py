@@ -7,6 +7,7 @@ they run.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from keras_unet import files
 from keras_unet.errors import KerasUnetError
+from keras_unet.instances import BOUNDARY_WIDTH
 
 TARGETS = ("semantic", "instances")
 
@@ -105,7 +107,7 @@ class TrainConfig:
     val_list: str | None = None
     work_dir: str = "runs/train"
     target: str = "semantic"
-    boundary_width: int = 2
+    boundary_width: int = BOUNDARY_WIDTH
     channels: int = 3
     crop_size: int = 256
     batch_size: int = 8
@@ -201,8 +203,6 @@ class TrainConfig:
         """
         if not self.oversample:
             return [1] * len(names)
-        import csv
-
         try:
             with open(self.oversample, newline="", encoding="utf-8") as f:
                 rows = [r for r in csv.reader(f) if r and r[0] != "name"]

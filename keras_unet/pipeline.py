@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_unet import files
 from keras_unet.config import TARGETS
+from keras_unet.instances import BOUNDARY_WIDTH
 from keras_unet.labels import IGNORE_ID
 from keras_unet.pairs import Dataset
 from keras_unet.readers import read_image, read_instances, read_mask
@@ -383,7 +384,7 @@ def make_dataset(
     class_weights: list[float] | None = None,
     border_weights: Sequence[np.ndarray] | None = None,
     target: str = "semantic",
-    boundary_width: int = 1,
+    boundary_width: int = BOUNDARY_WIDTH,
     records: str | None = None,
     cache: bool | str = True,
     shuffle: bool = True,
