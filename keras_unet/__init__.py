@@ -4,9 +4,9 @@ The public names below load on first use, so `import keras_unet` (and the
 `keras-unet labelme2masks` command) does not load TensorFlow: the LabelMe
 converter needs only NumPy and Pillow.
 
-The losses and metrics are registered with Keras as soon as any Keras part
-of keras-unet is used, and by `import keras_unet` itself when Keras is
-already loaded. So after `import keras, keras_unet` (or
+The custom layers, losses and metrics are registered with Keras as soon as
+any Keras part of keras-unet is used, and by `import keras_unet` itself
+when Keras is already loaded. So after `import keras, keras_unet` (or
 `from keras_unet import ...`), a compiled `.keras` model loads with a plain
 `keras.models.load_model`, without `custom_objects`.
 """
@@ -56,7 +56,20 @@ __all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
+# Modules whose import registers keras-unet's custom Keras objects (the
+# layers and initializer of `build_unet`, the losses, the metrics).
+_KERAS_OBJECT_MODULES = ("keras_unet.blocks", "keras_unet.losses", "keras_unet.metrics")
 
-if "keras" in sys.modules:  # Keras costs nothing more now: register the custom objects
-    importlib.import_module("keras_unet.losses")
-    importlib.import_module("keras_unet.metrics")
+
+def register_keras_objects() -> None:
+    """Registers every custom Keras object a keras-unet model can hold.
+
+    `keras.models.load_model` finds them by name afterwards; `load_predictor`
+    and the commands call this before loading a `.keras` file.
+    """
+    for module in _KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+
+
+if "keras" in sys.modules:  # Keras costs nothing more now
+    register_keras_objects()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_unet import files
+from keras_unet import files, register_keras_objects
 from keras_unet.errors import KerasUnetError
 from keras_unet.export.metadata import read_metadata
 from keras_unet.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
@@ -99,8 +99,7 @@ def load_keras_model(path: str | os.PathLike, compile: bool = False):
         raise InferenceError(f"{path}: model file not found")
     import keras
 
-    import keras_unet.losses  # noqa: F401  (registers the custom objects)
-    import keras_unet.metrics  # noqa: F401
+    register_keras_objects()
 
     try:
         return keras.models.load_model(path, compile=compile)

@@ -136,3 +136,14 @@ def test_a_file_that_is_not_a_litert_model_is_named_in_the_error(tmp_path):
     path.write_text("not a model")
     with pytest.raises(InferenceError, match="notes.tflite: not a LiteRT model"):
         load_predictor(path)
+
+
+def test_a_fresh_process_loads_every_model_build_unet_makes(tmp_path, run_python):
+    # The CLI loads models in a process that never built one: every custom
+    # layer (per-image standardization, the NumPy He-normal initializer)
+    # must be registered by the loader itself.
+    path = tmp_path / "m.keras"
+    build_unet((None, None, 3), 1, filters=4, depth=2, input_normalization="per_image").save(path)
+    code = ("from keras_unet.inference import load_predictor; "
+            f"p = load_predictor(r'{path}', labels=['bg', 'fg']); print(p.channels)")
+    assert run_python(code).strip().splitlines()[-1] == "3"

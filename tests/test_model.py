@@ -201,13 +201,17 @@ def test_tiny_model_loss_decreases_on_a_synthetic_batch():
     assert history[-1] < 0.8 * history[0]
 
 
-def test_a_fresh_process_loads_a_compiled_model_after_import_keras_unet(tmp_path, run_python):
-    model = build_unet((None, None, 1), 2, **TINY)
+@pytest.mark.parametrize("input_normalization", [None, "per_image"])
+def test_a_fresh_process_loads_a_compiled_model_after_import_keras_unet(
+        tmp_path, run_python, input_normalization):
+    model = build_unet((None, None, 1), 2, input_normalization=input_normalization, **TINY)
     model.compile("adam", DiceCELoss(ignore_class=255), metrics=[IoU(2)])
     model.save(tmp_path / "m.keras")
     code = ("import keras, keras_unet; m = keras.models.load_model(r'%s'); "
-            "print(type(m.loss).__name__)" % (tmp_path / "m.keras"))
-    assert run_python(code).strip().endswith("DiceCELoss")
+            "print(type(m.loss).__name__, [l.name for l in m.layers][1])" % (tmp_path / "m.keras"))
+    loss, first_layer = run_python(code).strip().splitlines()[-1].split()
+    assert loss == "DiceCELoss"
+    assert (first_layer == "input_norm") == (input_normalization == "per_image")
 
 
 def test_per_image_standardization_makes_the_model_indifferent_to_brightness():
