@@ -19,6 +19,7 @@ from keras_unet.export import (
     export_tflite,
     image_windows,
 )
+from keras_unet.export import tflite
 from keras_unet.inference import load_predictor
 from keras_unet.train import TrainConfig, load_training_data, train
 
@@ -239,3 +240,55 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     # one polygon per object (holes aside), each with its object's group_id
     objects = {s["group_id"] for s in documents["tflite"]["shapes"] if s["label"] == "nucleus"}
     assert len(objects) == len(np.unique(tflite_ids)) - 1
+
+
+@pytest.fixture(scope="module")
+def standardizing_model(nuclei_dataset, tmp_path_factory):
+    """A small U-Net with per-image standardization, trained for 60 steps."""
+    config = TrainConfig(
+        data=str(nuclei_dataset), work_dir=str(tmp_path_factory.mktemp("run")), crop_size=64,
+        batch_size=8, epochs=3, steps_per_epoch=20, lr=5e-3,
+        model={"filters": 8, "depth": 3, "normalization": "batch",
+               "input_normalization": "per_image"},
+        tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0, deterministic=True,
+    )
+    result = train(config)
+    return keras.models.load_model(result.run_dir / "checkpoints/best.keras", compile=False)
+
+
+def int8_agreement(model, held_out, tmp_path, float_layers, monkeypatch):
+    """Mask agreement of an int8 export, on the held-out windows and on dimmed copies."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.setattr(tflite, "FLOAT_LAYERS", float_layers)
+    names, verification, calibration = held_out
+    images = np.concatenate([verification, verification * 0.15])  # a dim exposure too
+    report = export_tflite(model, tmp_path / "m.tflite", names=names, verification_images=images,
+                           precision="int8", input_size=(128, 128), min_agreement=0.0,
+                           representative=(x[None] for x in calibration), latency_runs=0)
+    tensors = Interpreter(str(tmp_path / "m.tflite")).get_tensor_details()
+    return report.agreement.mask_agreement, {t["name"]: t["dtype"] for t in tensors}
+
+
+def test_int8_keeps_the_per_image_standardization_in_float(
+        standardizing_model, held_out, tmp_path, monkeypatch):
+    agreement, dtypes = int8_agreement(standardizing_model, held_out, tmp_path,
+                                       tflite.FLOAT_LAYERS, monkeypatch)
+    norm = {n: d for n, d in dtypes.items() if "input_norm" in n}
+    assert norm and all(d == np.float32 for d in norm.values())
+    assert sum(d == np.int8 for d in dtypes.values()) > 20  # the convolutions stay int8
+    assert agreement >= DEFAULT_AGREEMENT["int8"]
+    # Quantizing the standardization too is what it replaces: clearly worse
+    # (here about 93 % against 99.7 %).
+    fully_quantized, _ = int8_agreement(standardizing_model, held_out, tmp_path / "all",
+                                        (), monkeypatch)
+    assert fully_quantized < agreement - 0.02
+
+
+def test_int8_io_is_refused_for_a_standardizing_model(standardizing_model, held_out, tmp_path):
+    names, verification, calibration = held_out
+    with pytest.raises(ExportError, match="per-image normalization keeps it in float32"):
+        export_tflite(standardizing_model, tmp_path / "m.tflite", names=names,
+                      verification_images=verification, precision="int8", io_type="uint8",
+                      input_size=(128, 128), representative=(x[None] for x in calibration))
+    assert not (tmp_path / "m.tflite").exists()
