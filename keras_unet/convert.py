@@ -89,12 +89,17 @@ class ConversionSummary:
 
     def format(self) -> str:
         """A human-readable multi-line report."""
+        # Shapes and pixels are counted while converting: say so when files
+        # were skipped, rather than print "none" for an up-to-date dataset.
+        scope = " (converted files)" if self.skipped else ""
+        empty = "none converted, the files were up to date" if self.skipped else "none"
         lines = [
             f"files: {self.files}  converted: {self.converted}  "
             f"up to date (skipped): {self.skipped}  errors: {len(self.errors)}",
-            "shapes: " + (", ".join(f"{k} {v}" for k, v in sorted(self.shapes.items())) or "none"),
-            "pixels per class: "
-            + (", ".join(f"{k} {v}" for k, v in self.pixels.most_common()) or "none"),
+            f"shapes{scope}: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.shapes.items())) or empty),
+            f"pixels per class{scope}: "
+            + (", ".join(f"{k} {v}" for k, v in self.pixels.most_common()) or empty),
         ]
         lines += [f"ERROR {path}: {reason}" for path, reason in self.errors]
         return "\n".join(lines)

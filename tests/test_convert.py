@@ -147,8 +147,13 @@ def test_parallel_conversion_equals_serial(good_folder, tmp_path):
 
 def test_rerun_skips_up_to_date_outputs_unless_forced(good_folder, tmp_path):
     out = tmp_path / "out"
-    labelme_to_masks(good_folder, out, workers=1)
-    assert labelme_to_masks(good_folder, out, workers=1).skipped == 2
+    first = labelme_to_masks(good_folder, out, workers=1).format()
+    assert "shapes: rectangle 3" in first and "(converted files)" not in first
+    rerun = labelme_to_masks(good_folder, out, workers=1)
+    assert rerun.skipped == 2
+    # Nothing was converted: the report says why, not that the data is empty.
+    assert "shapes (converted files): none converted, the files were up to date" in (
+        rerun.format())
     assert labelme_to_masks(good_folder, out, workers=1, force=True).converted == 2
     later = os.stat(out / "masks" / "one.png").st_mtime + 10
     os.utime(good_folder / "one.json", (later, later))  # annotation edited
