@@ -35,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
+from keras_unet.config import STAIN_AUGMENTATION  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 
@@ -44,14 +46,14 @@ RECIPES = {
         channels=3, crop_size=128, batch_size=8, epochs=20, steps_per_epoch=100, lr=3e-3,
         model={"filters": 16, "depth": 4, "normalization": "batch",
                "input_normalization": "per_image"},
-        augment={"hue": 0.08, "saturation": [0.6, 1.4], "grayscale": 0.2, "invert": 0.3},
+        augment=STAIN_AUGMENTATION,
         boundary_width=2, early_stopping=0,
     ),
     "gpu": dict(
         channels=3, crop_size=256, batch_size=16, epochs=100, steps_per_epoch=100, lr=2e-3,
         model={"filters": 32, "depth": 4, "normalization": "batch",
                "input_normalization": "per_image"},
-        augment={"hue": 0.08, "saturation": [0.6, 1.4], "grayscale": 0.2, "invert": 0.3},
+        augment=STAIN_AUGMENTATION,
         boundary_width=2, early_stopping=0,
     ),
 }

@@ -65,7 +65,7 @@ from keras_unet.pipeline import (
     write_tfrecords,
 )
 from keras_unet.runs import RunFolder, RunFolderError, RunState
-from keras_unet.weights import border_weight_maps
+from keras_unet.weights import border_weight_maps, target_pixel_counts
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
     """Lists, checks and splits the dataset of a config.
 
     Returns:
-        `(train, val, pixel_counts)`; with the instance target, the counts
-        include the boundary class (id `num_classes`).
+        `(train, val, pixel_counts)`: pixels per class id of the masks
+        (the boundary class of the instance target is not counted).
 
     Raises:
         keras_unet.pairs.DatasetError: On bad input, naming the files.
@@ -270,6 +270,8 @@ def train(
     weights = None
     if config.class_weighting == "median_frequency":
         classes = len(names) + (config.target == "instances")
+        if config.target == "instances":  # the masks do not count the boundary class
+            counts = target_pixel_counts(train_set, len(names), config.boundary_width)
         weights = class_weights_from_counts(counts, classes)
         log.info("class weights: %s", np.round(weights, 3).tolist())
     records = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from keras_unet.instances import boundary_target
 from keras_unet.labels import IGNORE_ID
 from keras_unet.readers import read_instances, read_mask
 
@@ -96,3 +97,27 @@ def border_weight_maps(
                                     np.where(ignore, 0, mask), w0=w0, sigma=sigma)
         maps.append(np.where(ignore, 0, weights).astype(np.float32))
     return maps
+
+
+def target_pixel_counts(dataset, boundary_id: int, width: int) -> dict[int, int]:
+    """Pixels per class id of the instance training target (boundary included).
+
+    Class balancing needs the frequency of the boundary class, which the
+    masks do not hold: it is drawn here with the rule the pipeline uses.
+
+    Args:
+        dataset: A `keras_unet.pairs.Dataset` with instance masks.
+        boundary_id: Class id of the boundary (the number of classes).
+        width: Boundary width in pixels.
+
+    Returns:
+        `{class id: pixels}` over the dataset, ignored pixels left out.
+    """
+    counts = np.zeros(256, np.int64)
+    for index in range(len(dataset.masks)):
+        mask = read_mask(dataset.masks[index], dataset.foreground_value)
+        target = boundary_target(mask, read_instances(dataset.instances[index]),
+                                 boundary_id, width)
+        counts += np.bincount(target.ravel(), minlength=256)
+    counts[IGNORE_ID] = 0
+    return {i: int(n) for i, n in enumerate(counts) if n}

@@ -35,7 +35,7 @@ def shared_datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def nuclei_dataset(tmp_path_factory) -> Path:
-    """The bundled LabelMe sample converted to a dataset folder (58 pairs, with instances)."""
+    """The bundled LabelMe sample converted to a dataset folder (83 pairs, with instances)."""
     from keras_unet.convert import labelme_to_masks
 
     out = tmp_path_factory.mktemp("nuclei")

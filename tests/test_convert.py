@@ -408,3 +408,19 @@ def test_masks2labelme_round_trip_on_real_nuclei(shared_datasets, tmp_path):
     for name in names:
         expected = (read_png(src / "masks" / name) == 255).astype(np.uint8)
         np.testing.assert_array_equal(read_png(tmp_path / "out/masks" / name), expected)
+
+
+def test_the_bundled_sample_converts_back_to_its_source_masks(shared_datasets, nuclei_dataset):
+    """datasets/nuclei is DSB2018 as LabelMe polygons: every mask comes back exactly."""
+    src = shared_datasets / "dsb2018_nuclei"
+    names = sorted(p.name for p in (nuclei_dataset / "masks").glob("*.png"))
+    assert len(names) == 83
+    for name in names:
+        expected = read_png(src / "masks" / name) == 255
+        np.testing.assert_array_equal(read_png(nuclei_dataset / "masks" / name), expected,
+                                      err_msg=name)
+        # The same objects (numbering aside): each source nucleus is one sample id.
+        source_ids = read_png(src / "labels" / name).astype(np.int64)
+        sample_ids = read_png(nuclei_dataset / "instances" / name).astype(np.int64)
+        pairs = np.unique(np.stack([source_ids.ravel(), sample_ids.ravel()]), axis=1)
+        assert len(pairs[0]) == len(np.unique(pairs[0])) == len(np.unique(pairs[1])), name

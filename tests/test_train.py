@@ -392,3 +392,16 @@ def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
     table.write_text("a,two\n")
     with pytest.raises(ConfigError, match="line 1 must be `name,times`"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))
+
+
+def test_class_balancing_of_the_instance_target_weighs_the_boundary(
+        tiny_nuclei, tmp_path, caplog):
+    # The masks hold no boundary pixels: counted from them, the boundary
+    # class got weight 0 and was never learned.
+    with caplog.at_level("INFO", logger="keras_unet"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
+                          target="instances", class_weighting="median_frequency"))
+    line = next(message for message in (r.getMessage() for r in caplog.records)
+                if message.startswith("class weights"))
+    background, nucleus, boundary = json.loads(line.split(":", 1)[1])
+    assert boundary > nucleus > 0 and background > 0

@@ -27,3 +27,20 @@ def test_a_single_object_has_no_border_term_but_class_weights_apply():
     instances[1:3, 1:3] = 7
     weights = border_weight_map(instances, class_weights=np.array([0.5, 4.0]))
     assert weights[0, 0] == pytest.approx(0.5) and weights[1, 1] == pytest.approx(4.0)
+
+
+def test_target_pixel_counts_count_the_boundary_class(tmp_path):
+    """Two touching 4x3 objects: 10 rim pixels and 2 interior pixels each."""
+    import types
+
+    import PIL.Image
+
+    from keras_unet.weights import target_pixel_counts
+
+    ids = np.zeros((10, 10), np.uint16)
+    ids[2:6, 2:5], ids[2:6, 5:8] = 1, 2
+    PIL.Image.fromarray((ids > 0).astype(np.uint8)).save(tmp_path / "mask.png")
+    PIL.Image.fromarray(ids).save(tmp_path / "ids.png")
+    dataset = types.SimpleNamespace(masks=[tmp_path / "mask.png"],
+                                    instances=[tmp_path / "ids.png"], foreground_value=None)
+    assert target_pixel_counts(dataset, boundary_id=2, width=1) == {0: 76, 1: 4, 2: 20}

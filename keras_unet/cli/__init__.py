@@ -25,7 +25,7 @@ from keras_unet.logs import import_tensorflow_quietly, set_quiet
 
 MAIN_JOB_LINE = (
     "keras-unet: no command given, so this runs the main job on the bundled sample "
-    "dataset (LabelMe -> masks -> U-Net -> TFLite; about 5 minutes on 2 CPU cores).\n"
+    "dataset (LabelMe -> masks -> U-Net -> TFLite; about 6 minutes on 2 CPU cores).\n"
     "`keras-unet --help` lists the commands."
 )
 
