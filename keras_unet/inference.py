@@ -508,7 +508,10 @@ def list_images(source: str | os.PathLike) -> list[Path]:
         found = sorted(Path(p) for p in glob.glob(str(source), recursive=True)
                        if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise InferenceError(f"{source}: no images found")
+        # A folder or a pattern may hold no images; a plain path may not exist.
+        pattern = any(char in str(source) for char in "*?[")
+        raise InferenceError(f"{source}: " + ("no images found" if path.is_dir() or pattern
+                                              else "no such file or folder"))
     return found
 
 

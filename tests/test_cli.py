@@ -133,6 +133,18 @@ def test_a_model_whose_outputs_do_not_fit_the_labels_is_refused(model_files, dat
     assert "the model has 1 output channels but" in output and "three.txt" in output
 
 
+@pytest.mark.parametrize("source, message", [
+    ("missing.png", "missing.png: no such file or folder"),
+    ("empty", "empty: no images found"),
+    ("empty/*.png", "empty/*.png: no images found"),
+])
+def test_predict_names_an_input_without_images(model_files, tmp_path, capsys, source, message):
+    (tmp_path / "empty").mkdir()
+    code, output = run(["predict", model_files / "good.keras", tmp_path / source,
+                        tmp_path / "out"], capsys)
+    assert code == 1 and message in output and "Traceback" not in output
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--tile", "0", "argument --tile: expected positive SIZE or HxW, got '0'"),
     ("--tile", "64x", "argument --tile: expected SIZE or HxW"),
