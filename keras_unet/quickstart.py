@@ -21,9 +21,9 @@ from pathlib import Path
 
 from keras_unet import files
 from keras_unet.baselines import format_comparison, score_methods
+from keras_unet.config import STAIN_AUGMENTATION
 from keras_unet.convert import labelme_to_masks
 from keras_unet.export.run import export_run
-from keras_unet.config import STAIN_AUGMENTATION
 from keras_unet.inference import load_predictor
 from keras_unet.train import TrainConfig, load_training_data, train
 

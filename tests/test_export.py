@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import PIL.Image
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from keras_unet.export import (
     DEFAULT_AGREEMENT,
@@ -18,9 +19,10 @@ from keras_unet.export import (
     export_run,
     export_tflite,
     image_windows,
+    tflite,
 )
-from keras_unet.export import tflite
 from keras_unet.inference import load_predictor
+from keras_unet.preannotate import LabelMeOutput, is_prediction
 from keras_unet.train import TrainConfig, load_training_data, train
 
 
@@ -209,7 +211,6 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     """The sidecar says `instances`, so predict runs the same post-processing
     after the .tflite model as after the Keras one, pre-annotation included."""
     from keras_unet.inference import predict_files
-    from keras_unet.preannotate import LabelMeOutput, is_prediction
 
     config = TrainConfig(
         data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), target="instances",
@@ -258,8 +259,6 @@ def standardizing_model(nuclei_dataset, tmp_path_factory):
 
 def int8_agreement(model, held_out, tmp_path, float_layers, monkeypatch):
     """Mask agreement of an int8 export, on the held-out windows and on dimmed copies."""
-    from ai_edge_litert.interpreter import Interpreter
-
     monkeypatch.setattr(tflite, "FLOAT_LAYERS", float_layers)
     names, verification, calibration = held_out
     images = np.concatenate([verification, verification * 0.15])  # a dim exposure too

@@ -1,9 +1,12 @@
-"""Tests for keras_unet.weights: the U-Net paper's border weight map."""
+"""Tests for keras_unet.weights: the border weight map and the target's pixel counts."""
+
+import types
 
 import numpy as np
+import PIL.Image
 import pytest
 
-from keras_unet.weights import border_weight_map
+from keras_unet.weights import border_weight_map, target_pixel_counts
 
 
 def test_gap_between_two_objects_gets_the_papers_weight():
@@ -31,12 +34,6 @@ def test_a_single_object_has_no_border_term_but_class_weights_apply():
 
 def test_target_pixel_counts_count_the_boundary_class(tmp_path):
     """Two touching 4x3 objects: 10 rim pixels and 2 interior pixels each."""
-    import types
-
-    import PIL.Image
-
-    from keras_unet.weights import target_pixel_counts
-
     ids = np.zeros((10, 10), np.uint16)
     ids[2:6, 2:5], ids[2:6, 5:8] = 1, 2
     PIL.Image.fromarray((ids > 0).astype(np.uint8)).save(tmp_path / "mask.png")

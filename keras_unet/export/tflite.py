@@ -156,7 +156,7 @@ def convert(
                 warnings.catch_warnings():
             # The debugger runs TF's own (deprecated) interpreter and warns of it.
             warnings.simplefilter("ignore", UserWarning)
-            if precision == "int8" and float_nodes:
+            if float_nodes:  # int8 only
                 # Selective quantization: the documented use of the
                 # quantization debugger's deny list.
                 debugger = tf.lite.experimental.QuantizationDebugger(
