@@ -78,17 +78,25 @@ def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
     return folder, val, {r["id"]: r["modality"] for r in rows}
 
 
-def balance_file(source: Path, path: Path) -> Path:
-    """`name,times` of the training images: each modality sqrt(n_largest / n) times."""
+def balance_file(source: Path, path: Path, sqrt: bool = True,
+                 exclude: frozenset = frozenset()) -> Path:
+    """`name,times` of the training images: each modality sqrt(n_largest / n)
+    times (`sqrt`, else once); the names in `exclude` 0 times (left out)."""
     with open(source / "metadata.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
     counts = Counter(r["modality"] for r in rows)
     largest = max(counts.values())
-    times = {m: max(1, round(math.sqrt(largest / n))) for m, n in counts.items()}
-    path.write_text("name,times\n" + "".join(f"{r['id']},{times[r['modality']]}\n"
-                                             for r in rows if times[r["modality"]] > 1))
-    print(f"oversampling per pass: {times}")
+    times = {m: max(1, round(math.sqrt(largest / n))) if sqrt else 1 for m, n in counts.items()}
+    lines = {r["id"]: 0 if r["id"] in exclude else times[r["modality"]] for r in rows}
+    path.write_text("name,times\n" + "".join(f"{name},{n}\n" for name, n in lines.items()
+                                             if n != 1))
+    print(f"oversampling per pass: {times}; left out: {sum(n == 0 for n in lines.values())}")
     return path
+
+
+def annotated_names(folder: Path) -> frozenset:
+    """The image names of a LabelMe folder (the stems of its JSON files)."""
+    return frozenset(p.stem for p in folder.glob("*.json"))
 
 
 def parse_value(text: str):
@@ -123,6 +131,9 @@ def main():
                              "sqrt(n_largest / n) times per pass")
     parser.add_argument("--modes", nargs="+", default=["semantic", "instances"],
                         choices=("semantic", "instances"))
+    parser.add_argument("--exclude", metavar="FOLDER",
+                        help="leave the training images annotated in this LabelMe folder out "
+                             "(e.g. datasets/nuclei, to pre-train for the main job)")
     parser.add_argument("--data", default=str(SOURCE))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_accuracy"))
     args = parser.parse_args()
@@ -140,8 +151,11 @@ def main():
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
     data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")
     recipe = recipe_with(args.recipe, args.set)
-    if args.balance == "sqrt":
-        recipe["oversample"] = str(balance_file(source, Path(args.work) / "balance.csv"))
+    exclude = annotated_names(Path(args.exclude)) if args.exclude else frozenset()
+    if args.balance == "sqrt" or exclude:
+        name = "balance.csv" if not exclude else f"balance-{work.name}.csv"
+        recipe["oversample"] = str(balance_file(source, Path(args.work) / name,
+                                                args.balance == "sqrt", exclude))
     predictors, configs = {}, {}
     # Training seconds add up over resumed sessions of a run.
     seconds_file = work / "seconds.json"

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keras_unet import files
+from keras_unet import files, pretrained
 from keras_unet.errors import KerasUnetError
 from keras_unet.instances import BOUNDARY_WIDTH
 
@@ -90,7 +90,8 @@ class TrainConfig:
             make the encoder trainable from this epoch on (`None` never).
         unfreeze_lr_factor: Learning-rate factor after unfreezing.
         init_from: A run folder or `.keras` model to start from (fine-tuning
-            on a grown dataset); its label map must be this dataset's, or
+            on a grown dataset), or a bundled model's name (`nuclei_dsb2018`,
+            see `keras_unet.pretrained`); its label map must be this dataset's, or
             a prefix of it (the output head is then new).
         model: Keyword arguments of `build_unet` (default: 32 filters,
             depth 4; a mapping given here replaces the default as a whole).
@@ -173,17 +174,11 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
-        for key in PATH_KEYS:
-            if isinstance(values.get(key), str):
-                values[key] = str(path.parent / values[key])
-        return cls(**{**values, **overrides})
+        return cls(**{**absolute_paths(values, path.parent), **overrides})
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the config as JSON, with absolute paths (usable from anywhere)."""
-        values = dataclasses.asdict(self)
-        for key in PATH_KEYS:
-            if values[key]:
-                values[key] = str(Path(values[key]).resolve())
+        values = absolute_paths(dataclasses.asdict(self))
         files.write_text(path, json.dumps(values, indent=2) + "\n")
 
     def validation_names(self) -> list[str] | None:
@@ -289,5 +284,28 @@ class TrainConfig:
 
 PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from",
              "oversample")
+
+
+def absolute_paths(values: dict, base: str | os.PathLike | None = None) -> dict:
+    """Config values with their paths made absolute.
+
+    Args:
+        values: Config keys and values.
+        base: The folder relative paths start from (default: the working
+            directory).
+
+    Returns:
+        A copy of `values`; an `init_from` that names a bundled model
+        (`keras_unet.pretrained`) stays a name.
+    """
+    base, values = Path(base or "."), dict(values)
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if not value or not isinstance(value, str):
+            continue
+        bundled = key == "init_from" and value in pretrained.available()
+        if not (bundled and not (base / value).exists()):
+            values[key] = str((base / value).resolve())
+    return values
 
 

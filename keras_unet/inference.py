@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_unet import files, register_keras_objects
+from keras_unet import files, pretrained, register_keras_objects
 from keras_unet.errors import KerasUnetError
 from keras_unet.export.metadata import read_metadata
 from keras_unet.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
@@ -124,7 +124,8 @@ def load_predictor(
     more than the label map has classes is an instance model.
 
     Args:
-        path: Model file.
+        path: Model file, or the name of a bundled model
+            (`keras_unet.pretrained`).
         num_threads: LiteRT threads (`.tflite` only; default: all cores).
         labels: `labels.txt` path or class names (default: found as above).
 
@@ -135,7 +136,7 @@ def load_predictor(
         InferenceError: If the file is missing, not a valid model, or its
             output count does not fit the label map.
     """
-    path = Path(path)
+    path = pretrained.resolve(path)
     if not path.is_file():
         raise InferenceError(f"{path}: model file not found")
     if path.suffix == ".keras":

@@ -38,9 +38,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_unet import files
+from keras_unet import files, pretrained
 from keras_unet.callbacks import EpochLine, NanGuard, RunRecorder, Validation
-from keras_unet.config import PATH_KEYS, RESUMABLE, ConfigError, TrainConfig
+from keras_unet.config import RESUMABLE, ConfigError, TrainConfig, absolute_paths
 from keras_unet.errors import KerasUnetError
 from keras_unet.inference import (
     InferenceError,
@@ -213,11 +213,7 @@ def prepare_run(run: RunFolder, config: TrainConfig, force: bool = False) -> Run
 
 def _differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
     """The settings that differ between two configs (except `RESUMABLE`)."""
-    a, b = dataclasses.asdict(saved), dataclasses.asdict(asked)
-    for key in PATH_KEYS:
-        for values in (a, b):
-            if values[key]:
-                values[key] = str(Path(values[key]).resolve())
+    a, b = (absolute_paths(dataclasses.asdict(c)) for c in (saved, asked))
     return [f"{key}: {a[key]!r} before, {b[key]!r} now" for key in a
             if key not in RESUMABLE and a[key] != b[key]]
 
@@ -484,7 +480,8 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
 
     Args:
         model: The new model (same build options as the earlier one).
-        source: A run folder (its `best.keras`) or a `.keras` file.
+        source: A run folder (its `best.keras`), a `.keras` file, or the
+            name of a bundled model (`keras_unet.pretrained`).
         names: This dataset's class names.
         target: This run's target.
 
@@ -493,7 +490,7 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             not this one or a prefix of it, or its layers differ (other
             build options).
     """
-    source = Path(source)
+    source = pretrained.resolve(source)
     path = RunFolder(source).best if source.is_dir() else source
     try:
         earlier = load_keras_model(path)

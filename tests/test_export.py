@@ -5,6 +5,7 @@ agreement on an untrained model or on noise proves little.
 """
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -154,6 +155,19 @@ def test_export_run_writes_every_precision_and_a_report(trained_run, tmp_path):
     saved = json.loads((tmp_path / "export_report.json").read_text())
     assert saved["written"][0]["agreement"]["mask_agreement"] >= 0.999
     assert saved["refused"] == []
+
+
+def test_a_runs_checkpoint_exports_with_the_runs_data_and_split(trained_run, tmp_path):
+    run, _ = trained_run
+    last = keras.models.load_model(run / "checkpoints/last.keras", compile=False)
+    report, = export_run(run / "checkpoints/last.keras", tmp_path, precisions=("float32",),
+                         input_size=(64, 64), verification_samples=4, latency_runs=0)
+    windows = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    exported = load_predictor(report.path)(windows)
+    np.testing.assert_allclose(exported, last.predict(windows, verbose=0), atol=1e-4)
+    with pytest.raises(ExportError, match="outside a run folder needs --data"):
+        shutil.copy(run / "checkpoints/last.keras", tmp_path / "loose.keras")
+        export_run(tmp_path / "loose.keras", tmp_path / "out", precisions=("float32",))
 
 
 def test_a_refused_precision_leaves_the_others_written_and_reported(trained_run, tmp_path):

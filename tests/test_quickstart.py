@@ -38,3 +38,22 @@ def test_the_recap_compares_the_unet_with_the_better_baseline():
     assert "Dice +0.030, mean AP +0.150" in text
     assert "fluorescence" in text and "export int8" in text and "99.80%" in text
     assert "took 9.0 min" in text
+
+
+def test_the_main_job_fine_tunes_the_bundled_model_and_exports_what_it_scored(tmp_path, capsys):
+    """One epoch of the whole path: conversion, fine-tuning, comparison, export."""
+    assert run_main_job(work_dir=str(tmp_path), epochs=1) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["init_from"] == "nuclei_dsb2018" and config["epochs"] == 1
+    assert report["files"]["model"] == str(tmp_path / "run" / "checkpoints" / "last.keras")
+    comparison = report["comparison"]
+    assert set(comparison["unet"]) == {"all", "fluorescence", "color_brightfield"}
+    assert comparison["unet"]["all"]["images"] == report["validation_images"] == 29
+    # Started from the bundled model, one epoch keeps it above the Otsu threshold.
+    assert comparison["unet"]["all"]["foreground_dice"] > comparison["otsu"]["all"][
+        "foreground_dice"]
+    assert set(report["exports"]) == {"float32", "int8"}
+    assert report["exports"]["int8"]["mask_agreement"] >= 0.99
+    out = capsys.readouterr().out
+    assert "fine-tuning the bundled nucleus U-Net" in out and "== recap" in out

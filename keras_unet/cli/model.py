@@ -20,7 +20,8 @@ def add_parsers(add) -> None:
              description="Exports a run (or a .keras model) to TFLite at each precision; each "
                          "file is run beside the Keras model on held-out images and refused "
                          "if they disagree. export_report.json says what was written.")
-    ex.add_argument("source", help="training run folder or .keras model")
+    ex.add_argument("source", help="training run folder (its best.keras), one of its "
+                                   "checkpoints, or a .keras model (with --data)")
     ex.add_argument("output", help="folder for the .tflite files")
     ex.add_argument("--precision", nargs="+", default=["float32", "float16", "int8"],
                     choices=("float32", "float16", "dynamic_int8", "int8"),
@@ -44,7 +45,8 @@ def add_parsers(add) -> None:
     for name, helptext in (("predict", "masks, objects and overlays for images"),
                            ("evaluate", "scores on a dataset with ground truth")):
         p = add(name, help=helptext)
-        p.add_argument("model", help=".keras or .tflite model")
+        p.add_argument("model", help=".keras or .tflite model, or a bundled model's name "
+                                      "(nuclei_dsb2018)")
         if name == "predict":
             p.add_argument("input", help="image, folder or glob")
             p.add_argument("output", help="output folder")

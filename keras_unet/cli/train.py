@@ -51,7 +51,8 @@ TRAIN_FLAGS = {
     "--early-stopping": ("early_stopping", dict(type=non_negative_int,
                                                 help="patience in epochs, 0 = off")),
     "--init-from": ("init_from", dict(metavar="RUN_OR_MODEL",
-                                      help="start from an earlier run's model (fine-tuning)")),
+                                      help="start from an earlier run's model or a bundled one, "
+                                           "e.g. nuclei_dsb2018 (fine-tuning)")),
     "--seed": ("seed", dict(type=non_negative_int, help="random seed")),
     "--mixed-precision": ("mixed_precision", dict(choices=("auto", "on", "off"),
                                                   help="float16 compute (auto: with a GPU)")),

@@ -83,14 +83,16 @@ def export_run(
     """Exports a training run (or a `.keras` file) at several precisions.
 
     Args:
-        source: A run folder (from `train`) or a `.keras` file.
+        source: A run folder (from `train`; its `best.keras`), one of its
+            checkpoints (e.g. `run/checkpoints/last.keras`), or a `.keras`
+            file.
         output_dir: Folder for `model_<precision>.tflite` files and sidecars.
         precisions: Which TFLite precisions.
         formats: Other formats too: `"saved_model"`, `"onnx"`.
         input_size: Fixed `(height, width)` of the exported models.
         dynamic: Keep height/width dynamic instead (models that allow it).
-        data: Dataset folder; default: the run's. Required for a bare
-            `.keras` file.
+        data: Dataset folder; default: the run's. Required for a `.keras`
+            file outside a run folder.
         calibration_samples: Calibration windows for int8 (at least 1).
         verification_samples: Held-out windows for the verification (at
             least 1).
@@ -178,7 +180,8 @@ def _check_arguments(precisions, formats, input_size, calibration, verification,
 
 
 def _load_source(source: Path, data):
-    """`(model, TrainConfig)` of a run folder or a `.keras` file."""
+    """`(model, TrainConfig)` of a run folder (its best model) or a `.keras`
+    file (a run's checkpoint comes with the run's config)."""
     if source.is_dir():
         run = RunFolder(source)
         if not run.config.is_file():
@@ -186,7 +189,10 @@ def _load_source(source: Path, data):
         config = TrainConfig.from_file(run.config)
         model_path = run.best
     elif source.suffix == ".keras":
-        config, model_path = None, source
+        run = RunFolder(source.parent.parent)  # a checkpoint: run/checkpoints/x.keras
+        inside = source.parent == run.checkpoints and run.config.is_file()
+        config = TrainConfig.from_file(run.config) if inside else None
+        model_path = source
     else:
         raise ExportError(f"{source}: expected a run folder or a .keras file")
     try:
@@ -195,7 +201,8 @@ def _load_source(source: Path, data):
         raise ExportError(str(err)) from None
     if config is None:
         if data is None:
-            raise ExportError("a bare .keras model needs --data (a dataset folder)")
+            raise ExportError("a .keras model outside a run folder needs --data (a dataset "
+                              "folder)")
         config = TrainConfig(data=str(data), channels=model.input_shape[-1])
     elif data is not None:
         config = dataclasses.replace(config, data=str(data), images_dir=None, masks_dir=None)

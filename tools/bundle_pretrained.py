@@ -1,0 +1,84 @@
+"""Bundles a trained run as a pre-trained model of the package (maintainers only).
+
+Writes `keras_unet/pretrained/<name>/`: `model.keras` (the weights, without
+the optimizer state), `labels.txt`, and `card.json` with what the model was
+trained on and how, its scores from a `bench_accuracy.py` result, and the
+SHA-256 of `model.keras`. The bundled nucleus model was made with
+
+    python benchmarks/bench_accuracy.py --modes instances --exclude datasets/nuclei \
+        --tag pretrain
+    python tools/bundle_pretrained.py runs/bench_accuracy/cpu-pretrain/instances \
+        nuclei_dsb2018 --scores benchmarks/results/accuracy_pretrain.json \
+        --description "..."   (the text in its card.json)
+"""
+
+import argparse
+import csv
+from collections import Counter
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from keras_unet.files import atomic_write, write_text
+from keras_unet.pretrained import PRETRAINED_DIR
+
+# Training settings that describe this machine's paths, or are given above.
+LOCAL_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "work_dir",
+              "init_from", "oversample", "verbose", "tensorboard", "target", "model",
+              "boundary_width", "channels")
+
+
+def oversampled(path: str | None) -> dict[str, int]:
+    """`{times: images}` of an `--oversample` file (`name,times` lines)."""
+    if not path:
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return dict(sorted(Counter(row["times"] for row in csv.DictReader(f)).items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="training run folder")
+    parser.add_argument("name", help="name of the bundled model")
+    parser.add_argument("--checkpoint", default="last.keras")
+    parser.add_argument("--scores", required=True, help="bench_accuracy.py result JSON")
+    parser.add_argument("--scores-key", default="unet_instances")
+    parser.add_argument("--description", required=True,
+                        help="what the model segments and what it was trained on")
+    args = parser.parse_args()
+
+    from keras_unet.inference import load_keras_model
+
+    run = Path(args.run)
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    bench = json.loads(Path(args.scores).read_text(encoding="utf-8"))
+    model = load_keras_model(run / "checkpoints" / args.checkpoint)
+    output = PRETRAINED_DIR / args.name
+    output.mkdir(exist_ok=True)
+    atomic_write(output / "model.keras", model.save)  # without the optimizer state
+    digest = hashlib.sha256((output / "model.keras").read_bytes()).hexdigest()
+    shutil.copy(run / "labels.txt", output / "labels.txt")
+    card = {
+        "name": args.name,
+        "description": args.description,
+        "model_sha256": digest,
+        "parameters": model.count_params(),
+        "input": {"channels": config["channels"], "dtype": "uint8 RGB (0-255)"},
+        "target": config["target"],
+        "boundary_width": config["boundary_width"],
+        "model": config["model"],
+        "training": {key: value for key, value in config.items() if key not in LOCAL_KEYS},
+        "oversampled_images": oversampled(config.get("oversample")),
+        "training_seconds": bench["training_seconds"].get(config["target"]),
+        "checkpoint": args.checkpoint,
+        "scores_on_dsb2018_val": bench["scores"][args.scores_key],
+        "data_licence": "CC0 1.0 (BBBC038v1, Caicedo et al., Nature Methods 2019)",
+        "licence": "Apache-2.0 (the weights, like keras-unet)",
+    }
+    write_text(output / "card.json", json.dumps(card, indent=2) + "\n")
+    print(f"{output}: {(output / 'model.keras').stat().st_size / 1e6:.1f} MB, sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
