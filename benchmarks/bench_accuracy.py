@@ -173,7 +173,7 @@ def main():
         configs[mode] = config
         name = "unet_instances" if mode == "instances" else "unet_semantic"
         predictors[name] = load_predictor(result.run_dir / "checkpoints" / "last.keras")
-    _, val_set, _ = load_training_data(configs[args.modes[0]])
+    _, val_set = load_training_data(configs[args.modes[0]])
     start = time.perf_counter()
     table = score_methods(val_set, predictors, modalities, progress=True)
     scoring = time.perf_counter() - start

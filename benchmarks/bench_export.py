@@ -49,7 +49,7 @@ def main():
     args = parser.parse_args()
     run = Path(args.run)
     config = TrainConfig.from_file(run / "config.json")
-    _, val_set, _ = load_training_data(config)
+    _, val_set = load_training_data(config)
     with tempfile.TemporaryDirectory() as out:
         reports = export_run(run, out, precisions=("float32", "float16", "int8"),
                              input_size=(args.size, args.size), num_threads=args.threads,

@@ -119,7 +119,7 @@ def run_main_job(
     result = train(config, force=force)
 
     print(f"\n[3/4] the U-Net against Otsu baselines on the {dataset_dir.name} validation images")
-    _, val_set, _ = load_training_data(config)
+    _, val_set = load_training_data(config)
     model_path = RunFolder(result.run_dir).last
     predictor = load_predictor(model_path)
     comparison = score_methods(val_set, {"unet": predictor}, read_groups(dataset_dir),

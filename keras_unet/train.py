@@ -146,12 +146,11 @@ def _work_around_keras_multi_worker(model) -> None:
     model.train_step = with_axis(model.train_step)
 
 
-def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
+def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
     """Lists, checks and splits the dataset of a config.
 
     Returns:
-        `(train, val, pixel_counts)`: pixels per class id of the masks
-        (the boundary class of the instance target is not counted).
+        `(train, val)`.
 
     Raises:
         keras_unet.pairs.DatasetError: On bad input, naming the files.
@@ -163,11 +162,8 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset, dict]:
         labels=config.labels,
         foreground_value=config.foreground_value,
     )
-    counts = check_dataset(dataset, instances=config.target == "instances"
-                           or config.border_weights)
-    train, val = split_dataset(dataset, config.val_fraction, config.seed,
-                               config.validation_names())
-    return train, val, counts
+    check_dataset(dataset, instances=config.target == "instances" or config.border_weights)
+    return split_dataset(dataset, config.val_fraction, config.seed, config.validation_names())
 
 
 def prepare_run(run: RunFolder, config: TrainConfig, force: bool = False) -> RunState | None:
@@ -253,7 +249,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    train_set, val_set, counts = load_training_data(config)
+    train_set, val_set = load_training_data(config)
     names = train_set.names
     outputs = output_count(len(names), config.target)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -266,8 +262,8 @@ def train(
     weights = None
     if config.class_weighting == "median_frequency":
         classes = len(names) + (config.target == "instances")
-        if config.target == "instances":  # the masks do not count the boundary class
-            counts = target_pixel_counts(train_set, len(names), config.boundary_width)
+        counts = target_pixel_counts(train_set, len(names), config.target,
+                                     config.boundary_width)
         weights = class_weights_from_counts(counts, classes)
         log.info("class weights: %s", np.round(weights, 3).tolist())
     records = None

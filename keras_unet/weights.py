@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_unet.instances import boundary_target
+from keras_unet.instances import BOUNDARY_WIDTH, boundary_target
 from keras_unet.labels import IGNORE_ID
 from keras_unet.readers import read_instances, read_mask
 
@@ -99,16 +99,21 @@ def border_weight_maps(
     return maps
 
 
-def target_pixel_counts(dataset, boundary_id: int, width: int) -> dict[int, int]:
-    """Pixels per class id of the instance training target (boundary included).
+def target_pixel_counts(
+    dataset, num_classes: int, target: str = "semantic", width: int = BOUNDARY_WIDTH
+) -> dict[int, int]:
+    """Pixels per class id of the training target, for class balancing.
 
-    Class balancing needs the frequency of the boundary class, which the
-    masks do not hold: it is drawn here with the rule the pipeline uses.
+    The instance target's boundary class is not in the masks: it is drawn
+    here with the rule the pipeline uses.
 
     Args:
-        dataset: A `keras_unet.pairs.Dataset` with instance masks.
-        boundary_id: Class id of the boundary (the number of classes).
-        width: Boundary width in pixels.
+        dataset: A `keras_unet.pairs.Dataset` (the training split), with
+            instance masks for the instance target.
+        num_classes: Classes of the masks (the boundary id of the instance
+            target).
+        target: `"semantic"` or `"instances"`.
+        width: Boundary width in pixels (instance target).
 
     Returns:
         `{class id: pixels}` over the dataset, ignored pixels left out.
@@ -116,8 +121,9 @@ def target_pixel_counts(dataset, boundary_id: int, width: int) -> dict[int, int]
     counts = np.zeros(256, np.int64)
     for index in range(len(dataset.masks)):
         mask = read_mask(dataset.masks[index], dataset.foreground_value)
-        target = boundary_target(mask, read_instances(dataset.instances[index]),
-                                 boundary_id, width)
-        counts += np.bincount(target.ravel(), minlength=256)
+        if target == "instances":
+            mask = boundary_target(mask, read_instances(dataset.instances[index]),
+                                   num_classes, width)
+        counts += np.bincount(mask.ravel(), minlength=256)
     counts[IGNORE_ID] = 0
     return {i: int(n) for i, n in enumerate(counts) if n}

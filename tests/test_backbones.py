@@ -181,7 +181,7 @@ def test_resnet50_with_settled_batch_norm_exports_to_verified_int8(nuclei_datase
     config = train_briefly("resnet50", nuclei_dataset, tmp_path / "run")
     best = tmp_path / "run" / "checkpoints" / "best.keras"
     model = keras.models.load_model(best, compile=False)
-    train_set, _, _ = load_training_data(config)  # statistics of training images only
+    train_set, _ = load_training_data(config)  # statistics of training images only
     settle_batch_norm(model, image_windows(train_set.images, (128, 128), 3, limit=32,
                                            random_crops=True, seed=3))
     model.save(best)

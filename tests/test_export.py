@@ -45,7 +45,7 @@ def trained_run(nuclei_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def held_out(trained_run):
     _, config = trained_run
-    train_set, val_set, _ = load_training_data(config)
+    train_set, val_set = load_training_data(config)
     verification = image_windows(val_set.images, (128, 128), 3, limit=8)
     calibration = image_windows(train_set.images, (128, 128), 3, limit=16, random_crops=True)
     return train_set.names, verification, calibration

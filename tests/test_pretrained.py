@@ -77,7 +77,7 @@ def test_the_bundled_model_beats_the_otsu_baselines_on_the_samples_held_out_imag
     """Its training images (DSB2018's training split) hold none of these."""
     config = TrainConfig(data=str(nuclei_dataset), val_list=str(SAMPLE_DATASET / "val.txt"),
                          **SAMPLE_TRAINING)
-    _, val, _ = load_training_data(config)
+    _, val = load_training_data(config)
     assert len(val.images) == 29
     predictor = load_predictor(NAME)
     assert predictor.names == ["_background_", "nucleus"] and predictor.target == "instances"

@@ -394,6 +394,34 @@ def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
         train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))
 
 
+def class_weights_logged(caplog) -> list[float]:
+    line = next(message for message in (r.getMessage() for r in caplog.records)
+                if message.startswith("class weights"))
+    return json.loads(line.split(":", 1)[1])
+
+
+def test_class_weights_are_counted_on_the_training_split_only(tiny_nuclei, tmp_path, caplog):
+    from keras_unet.readers import read_mask
+    from keras_unet.train import load_training_data
+
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
+                         class_weighting="median_frequency", val_fraction=0.5)
+    with caplog.at_level("INFO", logger="keras_unet"):
+        train(config)
+    train_set, val_set = load_training_data(config)
+
+    def median_frequency(paths):  # by hand: median of the frequencies / frequency
+        counts = sum(np.bincount(read_mask(p).ravel(), minlength=2)[:2] for p in paths)
+        frequency = counts / counts.sum()
+        return np.median(frequency) / frequency
+
+    expected = median_frequency(train_set.masks)
+    np.testing.assert_allclose(class_weights_logged(caplog), expected, atol=1e-3)
+    # The validation masks would have changed them.
+    assert not np.allclose(median_frequency(train_set.masks + val_set.masks), expected,
+                           atol=1e-3)
+
+
 def test_class_balancing_of_the_instance_target_weighs_the_boundary(
         tiny_nuclei, tmp_path, caplog):
     # The masks hold no boundary pixels: counted from them, the boundary
@@ -401,7 +429,5 @@ def test_class_balancing_of_the_instance_target_weighs_the_boundary(
     with caplog.at_level("INFO", logger="keras_unet"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
                           target="instances", class_weighting="median_frequency"))
-    line = next(message for message in (r.getMessage() for r in caplog.records)
-                if message.startswith("class weights"))
-    background, nucleus, boundary = json.loads(line.split(":", 1)[1])
+    background, nucleus, boundary = class_weights_logged(caplog)
     assert boundary > nucleus > 0 and background > 0

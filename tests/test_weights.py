@@ -40,4 +40,5 @@ def test_target_pixel_counts_count_the_boundary_class(tmp_path):
     PIL.Image.fromarray(ids).save(tmp_path / "ids.png")
     dataset = types.SimpleNamespace(masks=[tmp_path / "mask.png"],
                                     instances=[tmp_path / "ids.png"], foreground_value=None)
-    assert target_pixel_counts(dataset, boundary_id=2, width=1) == {0: 76, 1: 4, 2: 20}
+    assert target_pixel_counts(dataset, 2, "instances", width=1) == {0: 76, 1: 4, 2: 20}
+    assert target_pixel_counts(dataset, 2, "semantic") == {0: 76, 1: 24}

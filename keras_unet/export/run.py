@@ -115,7 +115,7 @@ def export_run(
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
     model, config = _load_source(Path(source), data)
-    train_set, val_set, _ = load_training_data(config)
+    train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size
     window = size or (config.crop_size, config.crop_size)
