@@ -303,8 +303,7 @@ def absolute_paths(values: dict, base: str | os.PathLike | None = None) -> dict:
         value = values.get(key)
         if not value or not isinstance(value, str):
             continue
-        bundled = key == "init_from" and value in pretrained.available()
-        if not (bundled and not (base / value).exists()):
+        if not (key == "init_from" and pretrained.is_bundled_name(value, base)):
             values[key] = str((base / value).resolve())
     return values
 

@@ -61,6 +61,11 @@ def test_a_bundled_name_survives_the_saved_config(tmp_path, monkeypatch):
     assert TrainConfig.from_file(tmp_path / "config.json").init_from == NAME
     other = absolute_paths(dataclasses.asdict(TrainConfig(init_from="runs/first")))
     assert other["init_from"] == str(tmp_path / "runs" / "first")
+    # In a config file, a folder of that name beside the file is meant.
+    (tmp_path / "project" / NAME).mkdir(parents=True)
+    (tmp_path / "project" / "config.json").write_text(json.dumps({"init_from": NAME}))
+    loaded = TrainConfig.from_file(tmp_path / "project" / "config.json")
+    assert loaded.init_from == str(tmp_path / "project" / NAME)
 
 
 def test_fine_tuning_by_name_starts_from_the_bundled_weights():

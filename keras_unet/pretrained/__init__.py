@@ -74,9 +74,14 @@ def model_card(name: str) -> dict:
     return json.loads(card.read_text(encoding="utf-8"))
 
 
-def is_bundled_name(model: str | os.PathLike) -> bool:
-    """Whether `model` names a bundled model rather than an existing path."""
-    return str(model) in available() and not Path(model).exists()
+def is_bundled_name(model: str | os.PathLike, base: str | os.PathLike = ".") -> bool:
+    """Whether `model` names a bundled model rather than an existing path.
+
+    Args:
+        model: A path, or the name of a bundled model.
+        base: The folder a relative path starts from.
+    """
+    return str(model) in available() and not (Path(base) / model).exists()
 
 
 def resolve(model: str | os.PathLike) -> Path:
