@@ -79,12 +79,20 @@ def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
 
 
 def balance_file(source: Path, path: Path, sqrt: bool = True,
-                 exclude: frozenset = frozenset()) -> Path:
+                 exclude: frozenset = frozenset(), crop_size: int | None = None) -> Path:
     """`name,times` of the training images: each modality sqrt(n_largest / n)
-    times (`sqrt`, else once); the names in `exclude` 0 times (left out)."""
+    times (`sqrt`, else once), n counting its images, or its crops with
+    `crop_size` (area sampling, see `keras_unet.pipeline.area_repeats`);
+    the names in `exclude` 0 times (left out)."""
+    from keras_unet.pipeline import area_repeats
+
     with open(source / "metadata.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
-    counts = Counter(r["modality"] for r in rows)
+    crops = (area_repeats([(int(r["height"]), int(r["width"])) for r in rows], crop_size)
+             if crop_size else [1] * len(rows))
+    counts = Counter()
+    for row, n in zip(rows, crops):
+        counts[row["modality"]] += n
     largest = max(counts.values())
     times = {m: max(1, round(math.sqrt(largest / n))) if sqrt else 1 for m, n in counts.items()}
     lines = {r["id"]: 0 if r["id"] in exclude else times[r["modality"]] for r in rows}
@@ -142,8 +150,10 @@ def main():
         sys.exit(f"{source}: the DSB2018 subset is not there (../shared/datasets)")
 
     from keras_unet.cli import quiet
+    from keras_unet.logs import import_tensorflow_quietly
 
     quiet(verbose=False)
+    import_tensorflow_quietly()
     from keras_unet.baselines import format_comparison, score_methods
     from keras_unet.inference import load_predictor
     from keras_unet.train import TrainConfig, load_training_data, train
@@ -153,9 +163,10 @@ def main():
     recipe = recipe_with(args.recipe, args.set)
     exclude = annotated_names(Path(args.exclude)) if args.exclude else frozenset()
     if args.balance == "sqrt" or exclude:
-        name = "balance.csv" if not exclude else f"balance-{work.name}.csv"
+        name = f"balance-{work.name}.csv"
+        crop_size = recipe["crop_size"] if recipe.get("sampling") == "area" else None
         recipe["oversample"] = str(balance_file(source, Path(args.work) / name,
-                                                args.balance == "sqrt", exclude))
+                                                args.balance == "sqrt", exclude, crop_size))
     predictors, configs = {}, {}
     # Training seconds add up over resumed sessions of a run.
     seconds_file = work / "seconds.json"

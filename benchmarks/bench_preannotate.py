@@ -48,8 +48,10 @@ def main():
         sys.exit(f"{run}: no trained model; run `keras-unet` (the main job) first")
 
     from keras_unet.cli import quiet
+    from keras_unet.logs import import_tensorflow_quietly
 
     quiet(verbose=False)
+    import_tensorflow_quietly()
     from keras_unet.convert import labelme_to_masks
     from keras_unet.inference import load_predictor, predict_files
     from keras_unet.preannotate import DEFAULT_EPSILON, LabelMeOutput

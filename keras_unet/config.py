@@ -20,6 +20,7 @@ from keras_unet.errors import KerasUnetError
 from keras_unet.instances import BOUNDARY_WIDTH
 
 TARGETS = ("semantic", "instances")
+SAMPLINGS = ("image", "area")
 
 # Settings that may change when a run is continued: they do not change what
 # the finished epochs learned.
@@ -79,6 +80,12 @@ class TrainConfig:
             pair is drawn `times` times per pass over the training set (to
             show a rare kind of image, e.g. a stain seen in few images, more
             often); pairs not listed once.
+        sampling: How often each training pair is drawn per pass: `"image"`
+            once (then `oversample`), or `"area"` in proportion to its pixels,
+            `round(H * W / crop_size**2)` times (at least once, times its
+            `oversample` count), so that a large image is cropped as often as
+            its area holds crops and every pixel is about as likely to be
+            trained on, whatever the size of its image.
         border_weights: Add the U-Net paper's weight term between touching
             objects (`w0 = 10`, `sigma = 5` px); needs instance masks.
         tfrecord_shards: Write the training split as this many TFRecord
@@ -126,6 +133,7 @@ class TrainConfig:
     loss: str = "dice_ce"
     class_weighting: str = "none"
     oversample: str | None = None
+    sampling: str = "image"
     border_weights: bool = False
     tfrecord_shards: int = 0
     early_stopping: int = 20
@@ -264,6 +272,7 @@ class TrainConfig:
             fail("time_budget", "a positive number of minutes")
         choices = {"target": TARGETS, "channels": (1, 3), "schedule": ("cosine", "constant"),
                    "loss": tuple(LOSSES), "class_weighting": ("none", "median_frequency"),
+                   "sampling": SAMPLINGS,
                    "mixed_precision": ("auto", "on", "off"),
                    "jit_compile": ("auto", "on", "off"), "verbose": (0, 1, 2)}
         for key, allowed in choices.items():

@@ -493,6 +493,20 @@ def make_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
+def area_repeats(sizes: Sequence[tuple[int, int]], crop_size: int) -> list[int]:
+    """Draws per pass that make each image's share of the crops its share of the pixels.
+
+    Args:
+        sizes: `(height, width)` of each training image.
+        crop_size: The training crop size.
+
+    Returns:
+        `round(height * width / crop_size**2)` for each image, at least 1: as
+        many random crops as its area holds.
+    """
+    return [max(1, round(h * w / crop_size**2)) for h, w in sizes]
+
+
 def _stream(examples: tf.data.Dataset, seed: int, shuffle: bool, start: int,
             repeats: Sequence[int]):
     """The endless training stream from position `start`: `(example, key)` pairs.

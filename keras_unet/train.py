@@ -60,10 +60,12 @@ from keras_unet.pairs import (
 )
 from keras_unet.pipeline import (
     Augment,
+    area_repeats,
     class_weights_from_counts,
     make_dataset,
     write_tfrecords,
 )
+from keras_unet.readers import image_size
 from keras_unet.runs import RunFolder, RunFolderError, RunState
 from keras_unet.weights import border_weight_maps, target_pixel_counts
 
@@ -164,6 +166,25 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
     )
     check_dataset(dataset, instances=config.target == "instances" or config.border_weights)
     return split_dataset(dataset, config.val_fraction, config.seed, config.validation_names())
+
+
+def draws_per_pass(config: TrainConfig, train_set: Dataset) -> list[int]:
+    """Times each training pair is drawn per pass over the training set.
+
+    Its `oversample` count, times its area in crops with `sampling="area"`
+    (see `keras_unet.pipeline.area_repeats`).
+
+    Raises:
+        ConfigError: On a bad oversampling list.
+        keras_unet.readers.ReadError: If an image cannot be read.
+    """
+    repeats = config.repeats(train_set.stems)
+    if config.sampling == "area":
+        sizes = [image_size(path) for path in train_set.images]
+        repeats = [r * a for r, a in zip(repeats, area_repeats(sizes, config.crop_size))]
+        log.info("sampling by area: %d crops per pass of %d images (%d to %d per image)",
+                 sum(repeats), len(repeats), min(repeats), max(repeats))
+    return repeats
 
 
 def prepare_run(run: RunFolder, config: TrainConfig, force: bool = False) -> RunState | None:
@@ -272,7 +293,7 @@ def train(
         if chief and not list(shard_dir.glob("train-*.tfrecord")):
             write_tfrecords(train_set, shard_dir, config.tfrecord_shards)
         records = str(shard_dir / "train-*.tfrecord")
-    repeats = config.repeats(train_set.stems)
+    repeats = draws_per_pass(config, train_set)
     steps = config.steps_per_epoch or math.ceil(sum(repeats) / config.batch_size)
     border = None
     if config.border_weights:

@@ -94,6 +94,14 @@ def test_train_refuses_a_bad_config_file_naming_it(tmp_path, capsys, content, me
     assert code == 1 and "bad.yaml" in output and message in output
 
 
+def test_train_refuses_an_unknown_sampling_naming_the_choices(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data: {tmp_path}\nsampling: pixels\n")
+    code, output = run(["train", "--config", config], capsys)
+    assert code == 1 and "sampling (--sampling) must be one of 'image', 'area'" in output
+    assert "Traceback" not in output
+
+
 def test_a_config_json_works_from_another_directory(dataset, tmp_path, capsys, monkeypatch):
     """The saved config stores absolute paths; a hand-written one may use paths
     relative to itself."""

@@ -5,7 +5,13 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
-from keras_unet.pipeline import Augment, class_weights_from_counts, make_dataset, pixel_weights
+from keras_unet.pipeline import (
+    Augment,
+    area_repeats,
+    class_weights_from_counts,
+    make_dataset,
+    pixel_weights,
+)
 from keras_unet.pairs import load_dataset
 from keras_unet.files import save_mask
 
@@ -207,3 +213,11 @@ def test_the_stream_draws_each_example_its_number_of_times_per_pass():
         return _stream(examples, seed=1, shuffle=True, start=start, repeats=[1, 3, 0])
 
     assert [int(e) for e, _ in fresh(6).take(5)] == [int(e) for e, _ in fresh(0).take(11)][6:]
+
+
+def test_area_sampling_draws_an_image_as_often_as_its_area_holds_crops():
+    # 256x256 holds four 128x128 crops, 1024x1024 sixty-four; 300x200 holds
+    # 3.66 (rounds to 4); a 100x50 thumbnail is still drawn once.
+    sizes = [(256, 256), (1024, 1024), (300, 200), (100, 50)]
+    assert area_repeats(sizes, 128) == [4, 64, 4, 1]
+    assert area_repeats(sizes, 256) == [1, 16, 1, 1]

@@ -394,6 +394,31 @@ def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
         train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))
 
 
+def test_area_sampling_makes_a_pass_as_many_crops_as_the_images_hold(tiny_nuclei, tmp_path):
+    import PIL.Image
+
+    from keras_unet.train import load_training_data
+
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=None,
+                         crop_size=64, batch_size=4, sampling="area")
+    train_set, _ = load_training_data(config)
+    stems = train_set.stems
+    table = tmp_path / "times.csv"
+    table.write_text(f"name,times\n{stems[0]},3\n{stems[1]},0\n")
+    config.oversample = str(table)
+
+    def crops(path):  # by hand: the crops of 64x64 that the image's area holds
+        width, height = PIL.Image.open(path).size
+        return max(1, round(width * height / 64**2))
+
+    times = [3, 0] + [1] * (len(stems) - 2)
+    per_pass = sum(t * crops(path) for t, path in zip(times, train_set.images))
+    assert per_pass > 2 * len(stems)  # the sample's images hold many crops each
+    train(config)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["examples_seen"] == -(-per_pass // 4) * 4  # one pass: whole batches
+
+
 def class_weights_logged(caplog) -> list[float]:
     line = next(message for message in (r.getMessage() for r in caplog.records)
                 if message.startswith("class weights"))

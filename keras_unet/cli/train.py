@@ -46,6 +46,9 @@ TRAIN_FLAGS = {
                                                   help="pixel weights by class frequency")),
     "--oversample": ("oversample", dict(metavar="CSV",
                                         help="name,times lines: draw these pairs more often")),
+    "--sampling": ("sampling", dict(choices=("image", "area"),
+                                    help="draw each pair once per pass, or by its area in "
+                                         "crops")),
     "--tfrecord-shards": ("tfrecord_shards", dict(type=non_negative_int,
                                                   help="read via N TFRecords")),
     "--early-stopping": ("early_stopping", dict(type=non_negative_int,
