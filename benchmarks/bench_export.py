@@ -1,6 +1,7 @@
 """TFLite size, latency and agreement for the bundled sample model.
 
-Exports the main job's model (`runs/sample/run`, from `keras-unet`) at
+Exports the main job's model (`runs/sample/run`, from `keras-unet`: the
+last checkpoint, the one the main job scores and exports) at
 float32, float16 and int8 in one run and measures, on the held-out
 validation images: file size, single-image latency (median; Keras compiled
 with tf.function, not eager; LiteRT interpreter), mask agreement with Keras,
@@ -24,6 +25,7 @@ from keras_unet.export import export_run  # noqa: E402
 from keras_unet.inference import load_predictor, predict_image  # noqa: E402
 from keras_unet.instances import semantic_classes  # noqa: E402
 from keras_unet.readers import read_image, read_mask  # noqa: E402
+from keras_unet.runs import RunFolder  # noqa: E402
 from keras_unet.scores import confusion, per_class_scores  # noqa: E402
 from keras_unet.train import TrainConfig, load_training_data  # noqa: E402
 
@@ -48,13 +50,14 @@ def main():
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     run = Path(args.run)
+    model = RunFolder(run).last  # the main job's model
     config = TrainConfig.from_file(run / "config.json")
     _, val_set = load_training_data(config)
     with tempfile.TemporaryDirectory() as out:
-        reports = export_run(run, out, precisions=("float32", "float16", "int8"),
+        reports = export_run(model, out, precisions=("float32", "float16", "int8"),
                              input_size=(args.size, args.size), num_threads=args.threads,
                              latency_runs=args.runs, verification_samples=len(val_set.images))
-        keras_predictor = load_predictor(run / "checkpoints/best.keras")
+        keras_predictor = load_predictor(model)
         rows = [{"model": "keras (tf.function)", "size_MB": float("nan"),
                  "latency_ms": float(np.median([r.latency_ms["keras"] for r in reports])),
                  "mask_agreement": 1.0,

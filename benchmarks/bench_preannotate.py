@@ -1,6 +1,7 @@
 """Pre-annotation on the bundled sample: polygon simplification and what a person keeps.
 
-With the main job's model (`keras-unet` first: `runs/sample/run`), predicts the
+With the main job's model (`keras-unet` first: `runs/sample/run`, its last
+checkpoint, which the main job scores and exports), predicts the
 held-out images of `datasets/nuclei` as LabelMe files (`predict --labelme`) and
 measures:
 
@@ -44,7 +45,8 @@ def main():
     parser.add_argument("--sample", default=str(REPO / "datasets/nuclei"))
     args = parser.parse_args()
     run, sample = Path(args.run), Path(args.sample)
-    if not (run / "checkpoints" / "best.keras").is_file():
+    model = run / "checkpoints" / "last.keras"
+    if not model.is_file():
         sys.exit(f"{run}: no trained model; run `keras-unet` (the main job) first")
 
     from keras_unet.cli import quiet
@@ -59,7 +61,7 @@ def main():
     from keras_unet.scores import ObjectScores, object_scores
 
     names = (sample / "val.txt").read_text().split()
-    predictor = load_predictor(run / "checkpoints" / "best.keras")
+    predictor = load_predictor(model)
     work = Path(tempfile.mkdtemp(prefix="bench_preannotate_"))
     images = work / "images"
     images.mkdir()
@@ -99,7 +101,7 @@ def main():
         predicted = read_instances(default / "instances" / f"{name}.png")
         objects = objects.add(object_scores(true_ids, predicted))
     summary = {
-        "images": len(names), "model": str(run / "checkpoints" / "best.keras"),
+        "images": len(names), "model": str(model),
         "default_epsilon": DEFAULT_EPSILON, "largest_epsilon_keeping_99.5%": chosen,
         "kept_objects": objects.tp / max(objects.predicted_objects, 1),
         "found_objects": objects.tp / max(objects.true_objects, 1),

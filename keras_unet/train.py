@@ -175,15 +175,19 @@ def draws_per_pass(config: TrainConfig, train_set: Dataset) -> list[int]:
     (see `keras_unet.pipeline.area_repeats`).
 
     Raises:
-        ConfigError: On a bad oversampling list.
+        ConfigError: On a bad oversampling list, or one that draws no pair.
         keras_unet.readers.ReadError: If an image cannot be read.
     """
     repeats = config.repeats(train_set.stems)
+    if not any(repeats):
+        raise ConfigError(f"{config.oversample}: every training pair is drawn 0 times: "
+                          "nothing to train on")
     if config.sampling == "area":
         sizes = [image_size(path) for path in train_set.images]
         repeats = [r * a for r, a in zip(repeats, area_repeats(sizes, config.crop_size))]
-        log.info("sampling by area: %d crops per pass of %d images (%d to %d per image)",
-                 sum(repeats), len(repeats), min(repeats), max(repeats))
+        drawn = [r for r in repeats if r]
+        log.info("sampling by area: %d crops per pass from %d images (%d to %d per image)",
+                 sum(drawn), len(drawn), min(drawn, default=0), max(drawn, default=0))
     return repeats
 
 

@@ -9,11 +9,12 @@ import sys
 
 import keras
 import numpy as np
+import PIL.Image
 import pytest
 
 from conftest import REPO
 from keras_unet.cli import main
-from keras_unet.train import TrainConfig, TrainingError, train
+from keras_unet.train import TrainConfig, TrainingError, load_training_data, train
 
 TINY_MODEL = {"filters": 4, "depth": 2, "normalization": "batch"}
 
@@ -382,7 +383,7 @@ def test_a_time_budget_sizes_the_run_to_fit(tiny_nuclei, tmp_path, caplog):
     assert 1 <= planned < 500 and len(result.history["loss"]) == planned
 
 
-def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
+def test_an_oversampling_list_must_name_training_pairs_and_draw_some(tiny_nuclei, tmp_path):
     from keras_unet.config import ConfigError
 
     table = tmp_path / "times.csv"
@@ -392,12 +393,14 @@ def test_an_oversampling_list_must_name_training_pairs(tiny_nuclei, tmp_path):
     table.write_text("a,two\n")
     with pytest.raises(ConfigError, match="line 1 must be `name,times`"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table)))
+    config = tiny_config(tiny_nuclei, tmp_path / "run", oversample=str(table))
+    train_set, _ = load_training_data(config)
+    table.write_text("".join(f"{name},0\n" for name in train_set.stems))
+    with pytest.raises(ConfigError, match="every training pair is drawn 0 times"):
+        train(config)
 
 
 def test_area_sampling_makes_a_pass_as_many_crops_as_the_images_hold(tiny_nuclei, tmp_path):
-    import PIL.Image
-
-    from keras_unet.train import load_training_data
 
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=None,
                          crop_size=64, batch_size=4, sampling="area")
@@ -427,7 +430,6 @@ def class_weights_logged(caplog) -> list[float]:
 
 def test_class_weights_are_counted_on_the_training_split_only(tiny_nuclei, tmp_path, caplog):
     from keras_unet.readers import read_mask
-    from keras_unet.train import load_training_data
 
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
                          class_weighting="median_frequency", val_fraction=0.5)
