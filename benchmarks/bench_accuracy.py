@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import quiet_tensorflow, save  # noqa: E402
 
 from keras_unet.config import STAIN_AUGMENTATION  # noqa: E402
 
@@ -153,11 +153,7 @@ def main():
     if not (source / "metadata.csv").is_file():
         sys.exit(f"{source}: the DSB2018 subset is not there (../shared/datasets)")
 
-    from keras_unet.cli import quiet
-    from keras_unet.logs import import_tensorflow_quietly
-
-    quiet(verbose=False)
-    import_tensorflow_quietly()
+    quiet_tensorflow()
     from keras_unet.baselines import format_comparison, score_methods
     from keras_unet.inference import load_predictor
     from keras_unet.train import TrainConfig, load_training_data, train

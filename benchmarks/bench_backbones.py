@@ -19,8 +19,9 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import quiet_tensorflow, save, table  # noqa: E402
 
+quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 from keras_unet import build_unet  # noqa: E402

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import quiet_tensorflow, save, table  # noqa: E402
 
+quiet_tensorflow()
 from keras_unet.export import export_run  # noqa: E402
 from keras_unet.inference import load_predictor, predict_image  # noqa: E402
 from keras_unet.instances import semantic_classes  # noqa: E402

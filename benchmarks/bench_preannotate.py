@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+from common import quiet_tensorflow, save, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EPSILONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -49,11 +49,7 @@ def main():
     if not model.is_file():
         sys.exit(f"{run}: no trained model; run `keras-unet` (the main job) first")
 
-    from keras_unet.cli import quiet
-    from keras_unet.logs import import_tensorflow_quietly
-
-    quiet(verbose=False)
-    import_tensorflow_quietly()
+    quiet_tensorflow()
     from keras_unet.convert import labelme_to_masks
     from keras_unet.inference import load_predictor, predict_files
     from keras_unet.preannotate import DEFAULT_EPSILON, LabelMeOutput

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, save, table  # noqa: E402
+from common import median, quiet_tensorflow, save, table  # noqa: E402
 
+quiet_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -10,6 +10,16 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def quiet_tensorflow() -> None:
+    """Loads TensorFlow with its notices and native logs silenced, as the
+    `keras-unet` commands do (call before anything imports TensorFlow)."""
+    from keras_unet.cli import quiet
+    from keras_unet.logs import import_tensorflow_quietly
+
+    quiet(verbose=False)
+    import_tensorflow_quietly()
+
+
 def timed(fn, repeats: int = 3) -> list[float]:
     """Wall times of `repeats` calls of `fn()` (seconds)."""
     times = []

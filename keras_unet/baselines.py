@@ -120,8 +120,12 @@ def score_methods(
         progress: Show a progress bar.
 
     Returns:
-        `{method: {group: {"images", "foreground_dice", "mean_ap", "f1",
-        "missed", "split", "merged"}}}`, with the group `"all"`.
+        `{method: {group: {"images", "foreground_dice", "image_dice",
+        "mean_ap", "f1", "missed", "split", "merged"}}}`, with the group
+        `"all"`. `foreground_dice` is pooled over the pixels of the group's
+        images (large images weigh more); `image_dice` is the mean of the
+        images' own foreground Dice (an image with no foreground, true or
+        predicted, scores 1), as the mean AP averages images.
     """
     predictors = predictors or {}
     methods = list(METHODS) + list(predictors)
@@ -152,19 +156,27 @@ def score_methods(
                 continue
             for method, (matrix, objects) in results.items():
                 entry = pooled.setdefault(method, {}).setdefault(
-                    group, [np.zeros((2, 2), np.int64), ObjectScores()])
+                    group, [np.zeros((2, 2), np.int64), ObjectScores(), []])
                 entry[0] = entry[0] + matrix
                 entry[1] = entry[1].add(objects)
+                entry[2].append(_foreground_dice(matrix))
     table = {}
     for method in methods:
-        for group, (matrix, objects) in pooled[method].items():
+        for group, (matrix, objects, image_dice) in pooled[method].items():
             table.setdefault(method, {})[group] = {
                 "images": objects.images,
-                "foreground_dice": per_class_scores(matrix, ["bg", "fg"])["foreground_dice"],
+                "foreground_dice": _foreground_dice(matrix),
+                "image_dice": float(np.mean(image_dice)),
                 "mean_ap": objects.mean_ap, "f1": objects.f1, "missed": objects.missed,
                 "split": objects.split, "merged": objects.merged,
             }
     return table
+
+
+def _foreground_dice(matrix: np.ndarray) -> float:
+    """Foreground Dice of a 2x2 confusion matrix; 1 when neither side has any."""
+    dice = per_class_scores(matrix, ["bg", "fg"])["foreground_dice"]
+    return 1.0 if dice is None else dice
 
 
 def _components(foreground: np.ndarray) -> np.ndarray:
@@ -177,8 +189,8 @@ def _components(foreground: np.ndarray) -> np.ndarray:
 
 def format_comparison(table: dict) -> str:
     """The `score_methods` table as fixed-width text, one row per method and group."""
-    lines = [f"{'method':<16}{'images':>14}{'fg Dice':>9}{'mean AP':>9}{'F1@0.5':>8}"
-             f"{'missed':>8}{'split':>7}{'merged':>8}"]
+    lines = [f"{'method':<16}{'images':>14}{'fg Dice':>9}{'img Dice':>9}{'mean AP':>9}"
+             f"{'F1@0.5':>8}{'missed':>8}{'split':>7}{'merged':>8}"]
     groups = list(dict.fromkeys(g for rows in table.values() for g in rows))
     for group in groups:
         for method, rows in table.items():
@@ -186,6 +198,7 @@ def format_comparison(table: dict) -> str:
                 continue
             r = rows[group]
             lines.append(f"{method:<16}{group + ' ' + str(r['images']):>14}"
-                         f"{r['foreground_dice']:>9.3f}{r['mean_ap']:>9.3f}{r['f1']:>8.3f}"
+                         f"{r['foreground_dice']:>9.3f}{r['image_dice']:>9.3f}"
+                         f"{r['mean_ap']:>9.3f}{r['f1']:>8.3f}"
                          f"{r['missed']:>8}{r['split']:>7}{r['merged']:>8}")
     return "\n".join(lines)

@@ -67,3 +67,26 @@ def test_comparison_scores_every_method_per_group(discs_dataset):
     assert table["otsu_watershed"]["all"]["mean_ap"] > 0.5
     text = format_comparison(table)
     assert "otsu_watershed" in text and "bright 1" in text
+
+
+def test_pooled_dice_weighs_pixels_and_image_dice_weighs_images(tmp_path):
+    """Two images with the same discs; the model finds them in one, not the other."""
+    root = tmp_path / "d"
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True)
+    (root / "labels.txt").write_text("_background_\nnucleus\n")
+    ids = touching_discs()
+    for name, brightness in (("found", 220), ("missed", 100)):
+        PIL.Image.fromarray(np.where(ids > 0, brightness, 30).astype(np.uint8)).save(
+            root / "images" / f"{name}.png")
+        save_mask(root / "masks" / f"{name}.png", (ids > 0).astype(np.uint8))
+        save_instances(root / "instances" / f"{name}.png", ids)
+    # Foreground where the image is brighter than half: the dim discs are missed.
+    threshold = Predictor(lambda batch: (batch.mean(-1, keepdims=True) > 0.5).astype("float32"),
+                          None, 3, 1, "threshold")
+    table = score_methods(load_dataset(root), {"unet": threshold})
+    # By hand: found has TP = n, missed has FN = n -> pooled 2n / (2n + n) = 2/3;
+    # the images' own Dice are 1 and 0 -> their mean is 1/2.
+    assert table["unet"]["all"]["foreground_dice"] == pytest.approx(2 / 3)
+    assert table["unet"]["all"]["image_dice"] == pytest.approx(0.5)
+    assert "img Dice" in format_comparison(table)
