@@ -38,19 +38,32 @@ def test_the_watershed_splits_touching_discs_a_threshold_merges():
     assert otsu_watershed(image, min_distance=5).max() == 2
 
 
-@pytest.fixture
-def discs_dataset(tmp_path):
-    root = tmp_path / "d"
+def write_discs_dataset(root, brightness):
+    """Write one image of the touching discs per name, on a background of 30.
+
+    Args:
+        root: The dataset folder to create.
+        brightness: ``{image name: grey level of the discs}``.
+
+    Returns:
+        The discs' instance ids.
+    """
     for sub in ("images", "masks", "instances"):
         (root / sub).mkdir(parents=True)
     (root / "labels.txt").write_text("_background_\nnucleus\n")
     ids = touching_discs()
-    for name in ("a", "b"):
-        PIL.Image.fromarray(np.where(ids > 0, 220, 30).astype(np.uint8)).save(
+    for name, level in brightness.items():
+        PIL.Image.fromarray(np.where(ids > 0, level, 30).astype(np.uint8)).save(
             root / "images" / f"{name}.png")
         save_mask(root / "masks" / f"{name}.png", (ids > 0).astype(np.uint8))
         save_instances(root / "instances" / f"{name}.png", ids)
-    return load_dataset(root), ids
+    return ids
+
+
+@pytest.fixture
+def discs_dataset(tmp_path):
+    ids = write_discs_dataset(tmp_path / "d", {"a": 220, "b": 220})
+    return load_dataset(tmp_path / "d"), ids
 
 
 def test_comparison_scores_every_method_per_group(discs_dataset):
@@ -72,15 +85,7 @@ def test_comparison_scores_every_method_per_group(discs_dataset):
 def test_pooled_dice_weighs_pixels_and_image_dice_weighs_images(tmp_path):
     """Two images with the same discs; the model finds them in one, not the other."""
     root = tmp_path / "d"
-    for sub in ("images", "masks", "instances"):
-        (root / sub).mkdir(parents=True)
-    (root / "labels.txt").write_text("_background_\nnucleus\n")
-    ids = touching_discs()
-    for name, brightness in (("found", 220), ("missed", 100)):
-        PIL.Image.fromarray(np.where(ids > 0, brightness, 30).astype(np.uint8)).save(
-            root / "images" / f"{name}.png")
-        save_mask(root / "masks" / f"{name}.png", (ids > 0).astype(np.uint8))
-        save_instances(root / "instances" / f"{name}.png", ids)
+    write_discs_dataset(root, {"found": 220, "missed": 100})
     # Foreground where the image is brighter than half: the dim discs are missed.
     threshold = Predictor(lambda batch: (batch.mean(-1, keepdims=True) > 0.5).astype("float32"),
                           None, 3, 1, "threshold")
