@@ -42,8 +42,8 @@ SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 
 # Each recipe trains both modes; the CPU one fits 45 minutes on 2 cores in all.
 # Crops are drawn by area (large images are cropped as often as their area
-# holds crops), and the CPU recipe validates 12 times, not 20: validation
-# takes about half of a 100-step epoch here (measured, see the README).
+# holds crops), and the CPU recipe validates 12 times, not 20: validating
+# takes about as long as 100 training steps here (measured, see the README).
 RECIPES = {
     "cpu": dict(
         channels=3, crop_size=128, batch_size=8, epochs=12, steps_per_epoch=250, lr=3e-3,

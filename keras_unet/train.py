@@ -171,8 +171,14 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
 def draws_per_pass(config: TrainConfig, train_set: Dataset) -> list[int]:
     """Times each training pair is drawn per pass over the training set.
 
-    Its `oversample` count, times its area in crops with `sampling="area"`
-    (see `keras_unet.pipeline.area_repeats`).
+    Args:
+        config: The run's configuration (`oversample`, `sampling`, `crop_size`).
+        train_set: The training split.
+
+    Returns:
+        One count per training pair: its `oversample` count, times its area
+        in crops with `sampling="area"` (see
+        `keras_unet.pipeline.area_repeats`).
 
     Raises:
         ConfigError: On a bad oversampling list, or one that draws no pair.
@@ -187,7 +193,7 @@ def draws_per_pass(config: TrainConfig, train_set: Dataset) -> list[int]:
         repeats = [r * a for r, a in zip(repeats, area_repeats(sizes, config.crop_size))]
         drawn = [r for r in repeats if r]
         log.info("sampling by area: %d crops per pass from %d images (%d to %d per image)",
-                 sum(drawn), len(drawn), min(drawn, default=0), max(drawn, default=0))
+                 sum(drawn), len(drawn), min(drawn), max(drawn))
     return repeats
 
 

@@ -401,7 +401,6 @@ def test_an_oversampling_list_must_name_training_pairs_and_draw_some(tiny_nuclei
 
 
 def test_area_sampling_makes_a_pass_as_many_crops_as_the_images_hold(tiny_nuclei, tmp_path):
-
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=None,
                          crop_size=64, batch_size=4, sampling="area")
     train_set, _ = load_training_data(config)
