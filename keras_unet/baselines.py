@@ -18,7 +18,13 @@ from keras_unet.evaluate import evaluate_prediction
 from keras_unet.inference import predict_image
 from keras_unet.instances import remove_small
 from keras_unet.readers import read_image, read_instances, read_mask
-from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
+from keras_unet.scores import (
+    ObjectScores,
+    confusion,
+    image_foreground_dice,
+    object_scores,
+    per_class_scores,
+)
 
 WATERSHED_MIN_DISTANCE = 5  # pixels between seeds (measured, see the README)
 MIN_OBJECT_SIZE = 10
@@ -174,9 +180,8 @@ def score_methods(
 
 
 def _foreground_dice(matrix: np.ndarray) -> float:
-    """Foreground Dice of a 2x2 confusion matrix; 1 when neither side has any."""
-    dice = per_class_scores(matrix, ["bg", "fg"])["foreground_dice"]
-    return 1.0 if dice is None else dice
+    """Foreground Dice of a 2x2 confusion matrix (see `image_foreground_dice`)."""
+    return image_foreground_dice(per_class_scores(matrix, ["bg", "fg"]))
 
 
 def _components(foreground: np.ndarray) -> np.ndarray:

@@ -33,7 +33,13 @@ from keras_unet.pairs import (
 )
 from keras_unet.readers import read_image, read_instances, read_mask
 from keras_unet.runs import RunFolder
-from keras_unet.scores import ObjectScores, confusion, object_scores, per_class_scores
+from keras_unet.scores import (
+    ObjectScores,
+    confusion,
+    image_foreground_dice,
+    object_scores,
+    per_class_scores,
+)
 from keras_unet.visualize import overlay
 
 
@@ -229,8 +235,7 @@ def evaluate_dataset(
             row.update(mean_ap=result.objects.mean_ap, true_objects=result.objects.true_objects,
                        predicted_objects=result.objects.predicted_objects)
         rows.append(row)
-        dice = scores["foreground_dice"] if scores["foreground_dice"] is not None else 1.0
-        kept.append((dice, image_path, image, truth, result.classes))
+        kept.append((image_foreground_dice(scores), image_path, image, truth, result.classes))
         kept = sorted(kept, key=lambda k: k[0])[:worst]  # bounded memory
     result = summarize(total, names, objects)
     result["images"] = len(rows)

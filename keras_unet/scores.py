@@ -108,6 +108,19 @@ def per_class_scores(matrix: np.ndarray, names: list[str]) -> dict:
     }
 
 
+def image_foreground_dice(scores: dict) -> float:
+    """The foreground Dice by which an image is ranked or averaged.
+
+    Args:
+        scores: The image's `per_class_scores`.
+
+    Returns:
+        Its `foreground_dice`, or 1 where neither the truth nor the
+        prediction has any foreground (nothing to find, nothing found).
+    """
+    return 1.0 if scores["foreground_dice"] is None else scores["foreground_dice"]
+
+
 def format_scores(scores: dict) -> str:
     """A fixed-width table of `per_class_scores` output."""
     lines = [f"{'class':<24}{'IoU':>7}{'Dice':>7}{'prec':>7}{'recall':>7}{'pixels':>11}"]

@@ -8,6 +8,7 @@ from keras_unet.scores import (
     IOU_THRESHOLDS,
     ObjectScores,
     confusion,
+    image_foreground_dice,
     object_scores,
     overlaps,
     per_class_scores,
@@ -108,3 +109,17 @@ def test_foreground_dice_averages_all_classes_but_background():
     matrix = np.array([[5, 1, 0], [1, 3, 0], [0, 0, 2]])
     scores = per_class_scores(matrix, ["bg", "a", "b"])
     assert scores["foreground_dice"] == pytest.approx(np.mean([6 / 8, 1.0]))
+
+
+def test_an_image_with_no_foreground_on_either_side_ranks_as_perfect():
+    empty = confusion(np.zeros((4, 4), int), np.zeros((4, 4), int), 2)
+    assert per_class_scores(empty, ["bg", "fg"])["foreground_dice"] is None
+    assert image_foreground_dice(per_class_scores(empty, ["bg", "fg"])) == 1.0
+    truth = np.zeros((4, 4), int)
+    truth[0, :2] = 1  # two true pixels, one found, one false alarm: 2 / (2 + 2)
+    predicted = np.zeros((4, 4), int)
+    predicted[0, 1:3] = 1
+    half = per_class_scores(confusion(truth, predicted, 2), ["bg", "fg"])
+    assert image_foreground_dice(half) == pytest.approx(0.5)
+    false_alarm = per_class_scores(confusion(np.zeros((4, 4), int), predicted, 2), ["bg", "fg"])
+    assert image_foreground_dice(false_alarm) == 0.0
