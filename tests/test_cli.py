@@ -224,3 +224,6 @@ def test_bare_command_says_what_it_runs_and_version_is_known(capsys):
         assert default in " ".join(output.split()), default
     code, output = run(["train", "--help"], capsys)
     assert "(default: 50)" in output and "(default: 8)" in output
+    # Train's flags are unset on the parser (the config decides): one default each.
+    sampling = " ".join(output.split("--sampling {image,area}")[-1].split()[:14])
+    assert "(default: image)" in sampling and "(default: None)" not in output

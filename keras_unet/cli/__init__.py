@@ -32,7 +32,17 @@ MAIN_JOB_LINE = (
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help that shows every option's default and keeps paragraphs."""
+    """Help that shows every option's default and keeps paragraphs.
+
+    An option whose parser default is `None` (unset: `train` takes its
+    default from the config, and says so in its help) shows no
+    "(default: None)".
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
