@@ -156,32 +156,40 @@ def main():
     quiet_tensorflow()
     from keras_unet.baselines import format_comparison, score_methods
     from keras_unet.inference import load_predictor
+    from keras_unet.config import ConfigError
     from keras_unet.train import TrainConfig, load_training_data, train
 
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
     data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")
     recipe = recipe_with(args.recipe, args.set)
+    try:  # a bad --set is named before anything trains
+        configs = {mode: TrainConfig.from_values(
+            dict(data=str(data), val_list=str(val_list), work_dir=str(work / mode),
+                 foreground_value=255, target=mode, tensorboard=False, verbose=2, **recipe),
+            "--set") for mode in args.modes}
+        for config in configs.values():
+            config.validate()
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     exclude = annotated_names(Path(args.exclude)) if args.exclude else frozenset()
     if args.balance == "sqrt" or exclude:
         name = f"balance-{work.name}.csv"
         crop_size = recipe["crop_size"] if recipe.get("sampling") == "area" else None
         recipe["oversample"] = str(balance_file(source, Path(args.work) / name,
                                                 args.balance == "sqrt", exclude, crop_size))
-    predictors, configs = {}, {}
+        for config in configs.values():
+            config.oversample = recipe["oversample"]
+    predictors = {}
     # Training seconds add up over resumed sessions of a run.
     seconds_file = work / "seconds.json"
     seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else {}
-    for mode in args.modes:
-        config = TrainConfig(data=str(data), val_list=str(val_list), work_dir=str(work / mode),
-                             foreground_value=255, target=mode, tensorboard=False,
-                             verbose=2, **recipe)
+    for mode, config in configs.items():
         print(f"training the {mode} U-Net -> {config.work_dir}", flush=True)
         start = time.perf_counter()
         result = train(config)
         if not result.already_finished:
             seconds[mode] = round(seconds.get(mode, 0) + time.perf_counter() - start, 1)
             seconds_file.write_text(json.dumps(seconds))
-        configs[mode] = config
         name = "unet_instances" if mode == "instances" else "unet_semantic"
         predictors[name] = load_predictor(result.run_dir / "checkpoints" / "last.keras")
     _, val_set = load_training_data(configs[args.modes[0]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -178,11 +179,28 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got "
                               f"{type(values).__name__}")
+        return cls.from_values({**absolute_paths(values, path.parent), **overrides}, str(path))
+
+    @classmethod
+    def from_values(cls, values: dict, source: str) -> "TrainConfig":
+        """A config from a mapping of its keys (not yet validated).
+
+        Args:
+            values: Config keys and their values.
+            source: Where the values came from (a file, a flag), named in
+                the error.
+
+        Returns:
+            The config.
+
+        Raises:
+            ConfigError: On unknown keys, naming them and `source`.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
-        return cls(**{**absolute_paths(values, path.parent), **overrides})
+            raise ConfigError(f"{source}: unknown config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the config as JSON, with absolute paths (usable from anywhere)."""
@@ -237,7 +255,7 @@ class TrainConfig:
         """
         # The Keras parts, imported here so that the module itself stays light.
         from keras_unet.losses import LOSSES
-        from keras_unet.model import size_multiple
+        from keras_unet.model import build_unet, size_multiple
         from keras_unet.pipeline import Augment
 
         if not (self.data or (self.images_dir and self.masks_dir)):
@@ -280,10 +298,15 @@ class TrainConfig:
                 fail(key, "one of " + ", ".join(map(repr, allowed)))
         if not isinstance(self.model, dict) or not isinstance(self.augment, dict):
             raise ConfigError("model and augment must be mappings of options")
-        unknown = sorted(set(self.augment) - {f.name for f in dataclasses.fields(Augment)})
-        if unknown:
-            raise ConfigError(f"augment: unknown options {unknown}; known: "
-                              f"{[f.name for f in dataclasses.fields(Augment)]}")
+        options = {
+            "model": [p.name for p in inspect.signature(build_unet).parameters.values()
+                      if p.kind is p.KEYWORD_ONLY],
+            "augment": [f.name for f in dataclasses.fields(Augment)],
+        }
+        for section, known in options.items():
+            unknown = sorted(set(getattr(self, section)) - set(known))
+            if unknown:
+                raise ConfigError(f"{section}: unknown options {unknown}; known: {known}")
         multiple = size_multiple(self.model.get("depth", 4), self.model.get("backbone"))
         if self.crop_size % multiple:
             below = self.crop_size // multiple * multiple

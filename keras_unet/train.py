@@ -336,6 +336,8 @@ def train(
     try:  # the layers keep the policy they were built with
         with strategy.scope():
             model = build_unet((None, None, config.channels), outputs, **config.model)
+    except (ValueError, TypeError) as err:  # the builder checks the option values
+        raise ConfigError(f"model: {err}") from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     if state is None and config.init_from:

@@ -102,6 +102,16 @@ def test_train_refuses_an_unknown_sampling_naming_the_choices(tmp_path, capsys):
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize("section, known", [("model", "'filters'"), ("augment", "'flip'")])
+def test_train_refuses_unknown_model_and_augment_options_naming_them(tmp_path, capsys,
+                                                                     section, known):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data: {tmp_path}\n{section}:\n  bogus: 1\n")
+    code, output = run(["train", "--config", config], capsys)
+    assert code == 1 and f"{section}: unknown options ['bogus']; known: [" in output
+    assert known in output and "Traceback" not in output
+
+
 def test_a_config_json_works_from_another_directory(dataset, tmp_path, capsys, monkeypatch):
     """The saved config stores absolute paths; a hand-written one may use paths
     relative to itself."""

@@ -400,6 +400,22 @@ def test_an_oversampling_list_must_name_training_pairs_and_draw_some(tiny_nuclei
         train(config)
 
 
+@pytest.mark.parametrize("option, message", [
+    ({"normalization": "foo"}, "model: normalization='foo' is not supported"),
+    ({"filters": "many"}, "model: filters='many' must be an integer >= 1"),
+    ({"bogus": 1}, "model: unknown options ['bogus']"),
+])
+def test_a_bad_model_option_is_a_config_error_and_trains_nothing(tiny_nuclei, tmp_path,
+                                                                 option, message):
+    from keras_unet.config import ConfigError
+
+    config = tiny_config(tiny_nuclei, tmp_path / "run", model={**TINY_MODEL, **option})
+    with pytest.raises(ConfigError) as raised:
+        train(config)
+    assert message in str(raised.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_area_sampling_makes_a_pass_as_many_crops_as_the_images_hold(tiny_nuclei, tmp_path):
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=None,
                          crop_size=64, batch_size=4, sampling="area")
