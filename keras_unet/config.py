@@ -161,10 +161,7 @@ class TrainConfig:
                 unknown keys (naming them and the file).
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+        text = _read_text(path, "config file")
         try:
             if path.suffix.lower() in (".yaml", ".yml"):
                 import yaml
@@ -211,31 +208,27 @@ class TrainConfig:
         """The pair names of `val_list`, or `None` without one.
 
         Raises:
-            ConfigError: If the file cannot be read.
+            ConfigError: If the file cannot be read or is not UTF-8 text.
         """
         if not self.val_list:
             return None
-        try:
-            return Path(self.val_list).read_text(encoding="utf-8").split()
-        except OSError as err:
-            raise ConfigError(f"{self.val_list}: cannot read the validation list "
-                              f"({err.strerror})") from None
+        return _read_text(self.val_list, "validation list").split()
 
     def repeats(self, names: list[str]) -> list[int]:
         """Times per pass of each pair (see `oversample`), in `names` order.
 
         Raises:
-            ConfigError: If the file cannot be read, a line is not
-                `name,times` with a whole number >= 0, or names no pair.
+            ConfigError: If the file cannot be read or is not UTF-8 CSV
+                text, a line is not `name,times` with a whole number >= 0,
+                or names no pair.
         """
         if not self.oversample:
             return [1] * len(names)
+        text = _read_text(self.oversample, "oversampling list")
         try:
-            with open(self.oversample, newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.reader(f) if r and r[0] != "name"]
-        except OSError as err:
-            raise ConfigError(f"{self.oversample}: cannot read the oversampling list "
-                              f"({err.strerror})") from None
+            rows = [r for r in csv.reader(text.splitlines()) if r and r[0] != "name"]
+        except csv.Error as err:
+            raise ConfigError(f"{self.oversample}: not a CSV of `name,times` ({err})") from None
         times = {}
         for line, row in enumerate(rows, 1):
             if len(row) != 2 or not row[1].strip().isdigit():
@@ -312,6 +305,21 @@ class TrainConfig:
             below = self.crop_size // multiple * multiple
             fail("crop_size", f"a multiple of {multiple} (2**depth) such as "
                  f"{below or multiple} or {below + multiple}")
+
+
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a config file, or of a list file that a config names.
+
+    Raises:
+        ConfigError: If it cannot be read or is not UTF-8 text, naming it
+            and `what` it is.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the {what} is not UTF-8 text") from None
 
 
 PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from",

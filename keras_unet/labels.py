@@ -38,11 +38,16 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         `__ignore__` line, if any, is dropped: ignore is always id 255.
 
     Raises:
-        LabelMapError: If a name repeats or there are too many classes.
+        LabelMapError: If the file is not UTF-8 text, a name repeats or
+            there are too many classes.
         FileNotFoundError: If the file does not exist.
     """
     path = Path(path)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LabelMapError(f"{path}: the label list is not UTF-8 text") from None
+    names = [line.strip() for line in text.splitlines()]
     return make_label_list([n for n in names if n], source=str(path))
 
 

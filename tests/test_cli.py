@@ -112,6 +112,23 @@ def test_train_refuses_unknown_model_and_augment_options_naming_them(tmp_path, c
     assert known in output and "Traceback" not in output
 
 
+@pytest.mark.parametrize("flag, content, message", [
+    ("--oversample", b"\xff\xfe\x00binary", "the oversampling list is not UTF-8 text"),
+    ("--val-list", b"\x9f\x00binary", "the validation list is not UTF-8 text"),
+    ("--oversample", b"x" * 200_000 + b",1\n", "not a CSV of `name,times` (field larger"),
+    ("--config", b"\x9f\x00binary", "the config file is not UTF-8 text"),
+    ("--labels", b"\x9f\x00binary", "the label list is not UTF-8 text"),
+])
+def test_train_refuses_a_corrupt_list_file_naming_it(dataset, tmp_path, capsys, flag, content,
+                                                      message):
+    bad = tmp_path / "corrupt.txt"
+    bad.write_bytes(content)
+    code, output = run(["train", "--data", dataset, "--work-dir", tmp_path / "run",
+                        flag, bad], capsys)
+    assert code == 1 and f"corrupt.txt: {message}" in output
+    assert "Traceback" not in output and not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_config_json_works_from_another_directory(dataset, tmp_path, capsys, monkeypatch):
     """The saved config stores absolute paths; a hand-written one may use paths
     relative to itself."""

@@ -23,6 +23,13 @@ def test_background_is_zero_even_when_missing_or_late():
     assert make_label_list(["cat"]) == ["_background_", "cat"]
 
 
+def test_a_label_list_that_is_not_text_is_named(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_bytes(b"_background_\n\xff\xfecat\n")
+    with pytest.raises(LabelMapError, match="labels.txt: the label list is not UTF-8 text"):
+        read_labels(path)
+
+
 def test_duplicate_labels_are_rejected(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("_background_\ncat\ncat\n")
