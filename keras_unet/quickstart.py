@@ -29,6 +29,7 @@ from keras_unet.config import STAIN_AUGMENTATION
 from keras_unet.convert import labelme_to_masks
 from keras_unet.export.run import export_run
 from keras_unet.inference import load_predictor
+from keras_unet.pairs import DatasetError
 from keras_unet.runs import RunFolder
 from keras_unet.train import TrainConfig, load_training_data, train
 
@@ -60,12 +61,27 @@ METHOD_NAMES = {"unet": "U-Net", "otsu": "Otsu", "otsu_watershed": "Otsu + water
 
 
 def read_groups(dataset_dir: Path) -> dict[str, str] | None:
-    """`name -> modality` from the dataset's `modalities.csv`, if it has one."""
+    """`name -> modality` from the dataset's `modalities.csv`, if it has one.
+
+    Args:
+        dataset_dir: The LabelMe folder.
+
+    Returns:
+        The modality of each image named, or `None` without the file.
+
+    Raises:
+        keras_unet.pairs.DatasetError: If the file is not a UTF-8 CSV with
+            `name` and `modality` columns.
+    """
     path = dataset_dir / "modalities.csv"
     if not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["name"]: row["modality"] for row in csv.DictReader(f)}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {row["name"]: row["modality"] for row in csv.DictReader(f)}
+    except (UnicodeDecodeError, csv.Error, KeyError) as err:
+        raise DatasetError(f"{path}: must be a UTF-8 CSV with `name` and `modality` columns "
+                           f"({type(err).__name__}: {err})") from None
 
 
 def run_main_job(
@@ -88,6 +104,8 @@ def run_main_job(
         Exit code: 0, or 1 if some annotation files failed to convert.
 
     Raises:
+        keras_unet.pairs.DatasetError: If `modalities.csv` cannot be used
+            (see `read_groups`).
         keras_unet.export.ExportVerificationError: If an export disagrees
             with the Keras model.
     """
@@ -102,6 +120,7 @@ def run_main_job(
         print(recap(report))
         return 0
 
+    groups = read_groups(dataset_dir)  # a bad file is named before anything trains
     print(f"[1/4] LabelMe -> masks: {dataset_dir} -> {work / 'data'}")
     summary = labelme_to_masks(dataset_dir, work / "data", instances=True, progress=True)
     print(summary.format())
@@ -122,8 +141,7 @@ def run_main_job(
     _, val_set = load_training_data(config)
     model_path = RunFolder(result.run_dir).last
     predictor = load_predictor(model_path)
-    comparison = score_methods(val_set, {"unet": predictor}, read_groups(dataset_dir),
-                               progress=True)
+    comparison = score_methods(val_set, {"unet": predictor}, groups, progress=True)
     print(format_comparison(comparison))
 
     print(f"\n[4/4] TFLite export, verified against Keras -> {work / 'export'}")

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from keras_unet.pairs import DatasetError
 from keras_unet.quickstart import recap, run_main_job
 
 
@@ -30,6 +33,16 @@ def test_a_finished_main_job_reports_its_results_and_trains_nothing(tmp_path, ca
     out = capsys.readouterr().out
     assert "finished before" in out and "--force" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"image,kind\na,fluo\n"])
+def test_a_bad_modalities_file_is_named_before_anything_runs(tmp_path, content):
+    dataset = tmp_path / "labelme"
+    dataset.mkdir()
+    (dataset / "modalities.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match="modalities.csv: must be a UTF-8 CSV with `name`"):
+        run_main_job(str(dataset), work_dir=str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
 
 
 def test_the_recap_compares_the_unet_with_the_better_baseline():
