@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, save  # noqa: E402
 
+from keras_unet import files  # noqa: E402
 from keras_unet.config import STAIN_AUGMENTATION  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def main():
         result = train(config)
         if not result.already_finished:
             seconds[mode] = round(seconds.get(mode, 0) + time.perf_counter() - start, 1)
-            seconds_file.write_text(json.dumps(seconds))
+            files.write_text(seconds_file, json.dumps(seconds))  # whole, if killed
         name = "unet_instances" if mode == "instances" else "unet_semantic"
         predictors[name] = load_predictor(result.run_dir / "checkpoints" / "last.keras")
     _, val_set = load_training_data(configs[args.modes[0]])
