@@ -117,9 +117,9 @@ def load_predictor(
 ) -> Predictor:
     """Loads a `.keras` or `.tflite` model for inference.
 
-    The class names come from `labels`, else from the `labels.txt` beside
-    the model (or in the run folder above `checkpoints/`), else from the
-    metadata of a `.tflite` file. The target comes from the `.tflite`
+    The class names come from `labels`, else from the metadata of a
+    `.tflite` file, else from the `labels.txt` beside the model (or in the
+    run folder above `checkpoints/`). The target comes from the `.tflite`
     metadata or the run's `config.json`; otherwise a model with one output
     more than the label map has classes is an instance model.
 
@@ -155,12 +155,14 @@ def load_predictor(
         predictor, outputs = _tflite_predictor(path, num_threads, multiple)
     else:
         raise InferenceError(f"{path}: expected a .keras or .tflite model")
-    names, source = find_labels(path, labels, meta)
+    names, source = find_labels(path, labels, meta if path.suffix == ".tflite" else None)
     predictor.names = names
     predictor.target = meta.get("target") or _target_from_outputs(outputs, names)
     if names is not None:
         expected = output_count(len(names), predictor.target)
-        if outputs != expected:
+        # An export has one channel per class, two for a sigmoid model.
+        exported = predictor.target == "semantic" and outputs == len(names)
+        if outputs != expected and not exported:
             raise InferenceError(
                 f"{path}: the model has {outputs} output channels but {source} lists "
                 f"{len(names)} classes ({predictor.target} models of {len(names)} classes have "
@@ -213,9 +215,11 @@ def find_labels(
         meta: The `.tflite` metadata, if any.
 
     Returns:
-        `(names, source)`: from `labels`, else the `labels.txt` beside the
-        model or in the folder above it, else the metadata; `(None, "")`
-        when none is found.
+        `(names, source)`: from `labels`, else the metadata (the
+        `labels.txt` beside an export names output categories, which for an
+        instance model include the boundary), else the `labels.txt` beside
+        the model or in the folder above it; `(None, "")` when none is
+        found.
 
     Raises:
         InferenceError: If a given labels file is missing or invalid.
@@ -223,6 +227,8 @@ def find_labels(
     path, meta = Path(path), meta or {}
     if labels is not None and not isinstance(labels, (str, os.PathLike)):
         return list(labels), "the given labels"
+    if labels is None and meta.get("labels"):
+        return list(meta["labels"]), f"the metadata of {path}"
     candidates = [Path(labels)] if labels is not None else [
         path.parent / "labels.txt", path.parent.parent / "labels.txt"]
     for candidate in candidates:
@@ -233,8 +239,6 @@ def find_labels(
                 raise InferenceError(str(err)) from None
     if labels is not None:
         raise InferenceError(f"{labels}: labels file not found")
-    if meta.get("labels"):
-        return list(meta["labels"]), f"the metadata of {path}"
     return None, ""
 
 
@@ -312,7 +316,14 @@ def _tflite_predictor(
     return Predictor(run, fixed, int(channels), multiple, str(path)), int(out["shape"][-1])
 
 
-def gaussian_weights(height: int, width: int, sigma_scale: float = 1 / 8) -> np.ndarray:
+# Tiling defaults: half a tile apart, Gaussian blend weights of sigma =
+# tile / 8, at least MIN_BLEND_WEIGHT.
+DEFAULT_OVERLAP = 0.5
+SIGMA_SCALE = 1 / 8
+MIN_BLEND_WEIGHT = 1e-6
+
+
+def gaussian_weights(height: int, width: int, sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
     """Blend weights of one tile: a Gaussian centred on it (nnU-Net's choice).
 
     Args:
@@ -328,7 +339,34 @@ def gaussian_weights(height: int, width: int, sigma_scale: float = 1 / 8) -> np.
         x = np.arange(size, dtype=np.float64) - (size - 1) / 2
         axes.append(np.exp(-(x**2) / (2 * (sigma_scale * size) ** 2)))
     weights = np.outer(*axes)
-    return np.maximum(weights / weights.max(), 1e-6).astype(np.float32)
+    return np.maximum(weights / weights.max(), MIN_BLEND_WEIGHT).astype(np.float32)
+
+
+def tiling_recipe(tile: tuple[int, int], overlap: float = DEFAULT_OVERLAP) -> dict:
+    """How `predict_tiled` runs an image of another size, for an app to do the same.
+
+    Args:
+        tile: `(height, width)` of a tile (the model's input size).
+        overlap: Fraction of a tile shared by neighbours.
+
+    Returns:
+        A JSON-ready description: tile size, overlap, the tile start rule,
+        the blend weights and the padding.
+    """
+    return {
+        "tile": list(tile),
+        "overlap": overlap,
+        "starts": ("per axis: if size <= tile, [0]; else step = max(1, int(tile * (1 - "
+                   "overlap))), count = ceil((size - tile) / step) + 1, starts = round(i * "
+                   "(size - tile) / (count - 1)) for i < count"),
+        "blend": {"weights": "gaussian", "sigma": f"{SIGMA_SCALE} * tile size per axis",
+                  "centre": "(size - 1) / 2", "normalized_max": 1.0,
+                  "min_weight": MIN_BLEND_WEIGHT,
+                  "combine": "sum(probabilities * weight) / sum(weight) per pixel"},
+        "padding": ("images smaller than a tile are padded at the bottom and right to the "
+                    "tile size (reflect, or edge where the image is not larger than the "
+                    "padding), then cropped back"),
+    }
 
 
 def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
@@ -384,7 +422,7 @@ def predict_tiled(
     image: np.ndarray,
     tile: tuple[int, int],
     *,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     tta: bool = False,
     progress: bool = False,
@@ -459,7 +497,7 @@ def predict_image(
     image: np.ndarray,
     *,
     tile: tuple[int, int] | None = None,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     tta: bool = False,
     progress: bool = False,
@@ -548,7 +586,7 @@ def predict_files(
     output_dir: str | os.PathLike,
     *,
     tile: tuple[int, int] | None = None,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     tta: bool = False,
     probabilities: bool = False,
     min_size: int = MIN_OBJECT_SIZE,

@@ -25,6 +25,8 @@ MIN_SEED_SIZE = 4
 # Boundary width of the training target, in pixels: 2 separated touching
 # nuclei better than 1 on DSB2018 (+0.017 mean AP, see the README).
 BOUNDARY_WIDTH = 2
+# The name of the boundary class where an exported model's outputs are named.
+BOUNDARY_LABEL = "_boundary_"
 
 
 def boundary_target(

@@ -56,3 +56,80 @@ def tiny_nuclei(nuclei_dataset, tmp_path_factory) -> Path:
         for path in sorted((nuclei_dataset / sub).glob("*.png"))[:8]:
             shutil.copy(path, out / sub / path.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(nuclei_dataset, tmp_path_factory):
+    """A small U-Net trained for 120 steps on the real nuclei sample.
+
+    Exports are checked on it because agreement on an untrained model or
+    on noise proves little.
+    """
+    from keras_unet.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        data=str(nuclei_dataset), work_dir=str(run), crop_size=64, batch_size=8, epochs=3,
+        steps_per_epoch=40, lr=5e-3, model={"filters": 8, "depth": 3, "normalization": "batch"},
+        tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0, deterministic=True,
+    )
+    result = train(config)
+    # It learned something (all-foreground would score about 0.3 here).
+    assert result.scores["classes"]["nucleus"]["dice"] > 0.4
+    return run, config
+
+
+@pytest.fixture(scope="session")
+def held_out(trained_run):
+    """`(names, verification, calibration)`: 128x128 windows of the run's
+    validation and training images."""
+    from keras_unet.export import image_windows
+    from keras_unet.train import load_training_data
+
+    _, config = trained_run
+    train_set, val_set = load_training_data(config)
+    verification = image_windows(val_set.images, (128, 128), 3, limit=8)
+    calibration = image_windows(train_set.images, (128, 128), 3, limit=16, random_crops=True)
+    return train_set.names, verification, calibration
+
+
+@pytest.fixture(scope="session")
+def model(trained_run):
+    """The trained run's best model."""
+    import keras
+
+    run, _ = trained_run
+    return keras.models.load_model(run / "checkpoints/best.keras", compile=False)
+
+
+# Test-time oracles that cannot share an environment with TensorFlow 2.21:
+# name -> (environment variable, virtual environment in the checkout).
+ORACLES = {
+    "mediapipe": ("KERAS_UNET_MEDIAPIPE_PYTHON", ".venv-mediapipe"),
+    "tflite_support": ("KERAS_UNET_TFLITE_SUPPORT_PYTHON", ".venv-tflite-support"),
+}
+
+
+@pytest.fixture(scope="session")
+def run_oracle():
+    """Runs `tests/oracles/<script>.py` in an oracle's own environment.
+
+    `run(oracle, script, *args, out=folder)` returns the `result.json` the
+    script writes into `out`; skips where the environment is absent (`.ci/run`
+    creates it), fails with the end of stderr where the script fails.
+    """
+    import json
+
+    def run(oracle: str, script: str, *args, out: Path) -> dict:
+        variable, venv = ORACLES[oracle]
+        python = Path(os.environ.get(variable, REPO / venv / "bin" / "python"))
+        if not python.is_file():
+            pytest.skip(f"{oracle} oracle not installed: no {python} (bash .ci/run creates "
+                        f"it, or set {variable})")
+        command = [str(python), str(REPO / "tests" / "oracles" / f"{script}.py"),
+                   *map(str, args[:1]), str(out), *map(str, args[1:])]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((out / "result.json").read_text())
+
+    return run

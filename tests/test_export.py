@@ -19,42 +19,11 @@ from keras_unet.export import (
     ExportVerificationError,
     export_run,
     export_tflite,
-    image_windows,
     tflite,
 )
 from keras_unet.inference import load_predictor
 from keras_unet.preannotate import LabelMeOutput, is_prediction
-from keras_unet.train import TrainConfig, load_training_data, train
-
-
-@pytest.fixture(scope="module")
-def trained_run(nuclei_dataset, tmp_path_factory):
-    """A small U-Net trained for 60 steps on the real nuclei sample."""
-    run = tmp_path_factory.mktemp("run")
-    config = TrainConfig(
-        data=str(nuclei_dataset), work_dir=str(run), crop_size=64, batch_size=8, epochs=3,
-        steps_per_epoch=20, lr=5e-3, model={"filters": 8, "depth": 3, "normalization": "batch"},
-        tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0, deterministic=True,
-    )
-    result = train(config)
-    # It learned something (all-foreground would score about 0.3 here).
-    assert result.scores["classes"]["nucleus"]["dice"] > 0.4
-    return run, config
-
-
-@pytest.fixture(scope="module")
-def held_out(trained_run):
-    _, config = trained_run
-    train_set, val_set = load_training_data(config)
-    verification = image_windows(val_set.images, (128, 128), 3, limit=8)
-    calibration = image_windows(train_set.images, (128, 128), 3, limit=16, random_crops=True)
-    return train_set.names, verification, calibration
-
-
-@pytest.fixture(scope="module")
-def model(trained_run):
-    run, _ = trained_run
-    return keras.models.load_model(run / "checkpoints/best.keras", compile=False)
+from keras_unet.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("precision, io_type", [
@@ -73,9 +42,35 @@ def test_every_precision_runs_in_litert_and_agrees_with_keras(
     # Independent re-check: run the file ourselves in LiteRT and compare masks.
     predictor = load_predictor(out)
     keras_masks = np.asarray(model.predict(verification, verbose=0))[..., 0] > 0.5
-    tflite_masks = predictor(verification)[..., 0] > 0.5
+    tflite_masks = predictor(verification).argmax(-1) == 1  # channels (1 - p, p)
     assert (keras_masks == tflite_masks).mean() >= DEFAULT_AGREEMENT[precision]
     assert not [op for op in report.ops if op.startswith("CUSTOM")]
+
+
+@pytest.mark.parametrize("io_type, zero_point", [("uint8", 0), ("int8", -128)])
+def test_an_integer_input_takes_the_8_bit_pixels_as_they_are(
+        model, held_out, tmp_path, io_type, zero_point):
+    """MediaPipe and Edge TPU feed uint8 pixels unscaled: the input step is 1/255."""
+    names, verification, calibration = held_out
+    out = tmp_path / "m.tflite"
+    export_tflite(model, out, names=names, verification_images=verification, precision="int8",
+                  input_size=(128, 128), io_type=io_type, latency_runs=0,
+                  representative=(x[None] for x in calibration))
+    interpreter = Interpreter(str(out))
+    interpreter.allocate_tensors()
+    (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scale, zero = inp["quantization"]
+    assert scale == pytest.approx(1 / 255, rel=1e-5) and zero == zero_point
+    pixels = np.round(verification * 255).astype(np.int16)
+    keras_masks = np.asarray(model.predict(pixels / 255.0, verbose=0))[..., 0] > 0.5
+    agree = []
+    for image, expected in zip(pixels, keras_masks):
+        interpreter.set_tensor(inp["index"], (image[None] + zero_point).astype(inp["dtype"]))
+        interpreter.invoke()
+        out_scale, out_zero = outp["quantization"]
+        probs = (interpreter.get_tensor(outp["index"]).astype(np.float32) - out_zero) * out_scale
+        agree.append((probs[0].argmax(-1) == 1) == expected)
+    assert np.mean(agree) >= DEFAULT_AGREEMENT["int8"]
 
 
 def test_int8_file_is_about_a_quarter_of_float32(model, held_out, tmp_path):
@@ -108,10 +103,16 @@ def test_sidecar_and_labels_match_the_model(model, held_out, tmp_path):
                   representative=(x[None] for x in calibration), latency_runs=0)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["input"]["shape"] == [1, 128, 128, 3]
-    assert meta["output"]["shape"] == [1, 128, 128, 1]
-    assert meta["output"]["kind"] == "sigmoid" and meta["labels"] == names
+    assert meta["output"]["shape"] == [1, 128, 128, 2]
+    assert meta["output"]["kind"] == "softmax" and meta["labels"] == names
     assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"]["scale"] > 0
-    assert (tmp_path / "labels.txt").read_text().splitlines() == ["__ignore__", *names]
+    # One label per output channel, line i = channel i, as apps read it:
+    # the sigmoid model is exported with two channels, (1 - p, p).
+    assert (tmp_path / "labels.txt").read_text().splitlines() == names
+    assert meta["output"]["labels"] == names
+    assert meta["input"]["normalization"]["mean"] == [0.0]
+    assert meta["input"]["normalization"]["std"] == [255.0]
+    assert meta["tiling"]["tile"] == [128, 128] and meta["tiling"]["overlap"] == 0.5
     # The same content travels inside the .tflite file.
     from keras_unet.export import read_metadata
 
@@ -136,7 +137,8 @@ def test_dynamic_export_runs_at_two_sizes(model, held_out, tmp_path):
     assert predictor.input_size is None
     for size in (64, 96):
         window = verification[:1, :size, :size]
-        np.testing.assert_allclose(predictor(window), model.predict(window, verbose=0),
+        expected = model.predict(window, verbose=0)  # p; the export gives (1 - p, p)
+        np.testing.assert_allclose(predictor(window), np.concatenate([1 - expected, expected], -1),
                                    atol=1e-4)
 
 
@@ -164,7 +166,7 @@ def test_a_runs_checkpoint_exports_with_the_runs_data_and_split(trained_run, tmp
                          input_size=(64, 64), verification_samples=4, latency_runs=0)
     windows = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
     exported = load_predictor(report.path)(windows)
-    np.testing.assert_allclose(exported, last.predict(windows, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(exported[..., 1:], last.predict(windows, verbose=0), atol=1e-4)
     with pytest.raises(ExportError, match="outside a run folder needs --data"):
         shutil.copy(run / "checkpoints/last.keras", tmp_path / "loose.keras")
         export_run(tmp_path / "loose.keras", tmp_path / "out", precisions=("float32",))
@@ -235,6 +237,9 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
                input_size=(64, 64), verification_samples=2, latency_runs=0)
     meta = json.loads((tmp_path / "export" / "model_float32.json").read_text())
     assert meta["target"] == "instances" and meta["output"]["boundary_channel"] == 2
+    assert meta["output"]["labels"] == ["_background_", "nucleus", "_boundary_"]
+    labels = (tmp_path / "export" / "labels.txt").read_text().splitlines()
+    assert labels == meta["output"]["labels"]
     assert meta["postprocessing"]["min_size"] > 0 and meta["input"]["size_multiple"] == 4
     keras_model = load_predictor(tmp_path / "run" / "checkpoints" / "best.keras")
     tflite_model = load_predictor(tmp_path / "export" / "model_float32.tflite")
@@ -259,10 +264,10 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
 
 @pytest.fixture(scope="module")
 def standardizing_model(nuclei_dataset, tmp_path_factory):
-    """A small U-Net with per-image standardization, trained for 60 steps."""
+    """A small U-Net with per-image standardization, trained for 120 steps."""
     config = TrainConfig(
         data=str(nuclei_dataset), work_dir=str(tmp_path_factory.mktemp("run")), crop_size=64,
-        batch_size=8, epochs=3, steps_per_epoch=20, lr=5e-3,
+        batch_size=8, epochs=3, steps_per_epoch=40, lr=5e-3,
         model={"filters": 8, "depth": 3, "normalization": "batch",
                "input_normalization": "per_image"},
         tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0, deterministic=True,
@@ -300,7 +305,8 @@ def test_int8_keeps_the_per_image_standardization_in_float(
 
 def test_int8_io_is_refused_for_a_standardizing_model(standardizing_model, held_out, tmp_path):
     names, verification, calibration = held_out
-    with pytest.raises(ExportError, match="per-image normalization keeps it in float32"):
+    with pytest.raises(ExportError, match="per-image normalization keeps it in float32.*"
+                                          "--input-normalization none"):
         export_tflite(standardizing_model, tmp_path / "m.tflite", names=names,
                       verification_images=verification, precision="int8", io_type="uint8",
                       input_size=(128, 128), representative=(x[None] for x in calibration))

@@ -21,7 +21,8 @@ def add_parsers(add) -> None:
                          "file is run beside the Keras model on held-out images and refused "
                          "if they disagree. export_report.json says what was written.")
     ex.add_argument("source", help="training run folder (its best.keras), one of its "
-                                   "checkpoints, or a .keras model (with --data)")
+                                   "checkpoints, a .keras model or a bundled model's name (with "
+                                   "--data)")
     ex.add_argument("output", help="folder for the .tflite files")
     ex.add_argument("--precision", nargs="+", default=["float32", "float16", "int8"],
                     choices=("float32", "float16", "dynamic_int8", "int8"),
@@ -40,6 +41,14 @@ def add_parsers(add) -> None:
     ex.add_argument("--min-agreement", type=fraction, default=None,
                     help="required mask agreement, 0..1 (default: 0.999 float, 0.99 int8)")
     ex.add_argument("--threads", type=positive_int, help="LiteRT threads (default: all cores)")
+    card = ex.add_argument_group("model card (the standard TFLite metadata that MediaPipe "
+                                 "and the Task Library show)")
+    card.add_argument("--model-name", help="model name (default: keras-unet segmentation)")
+    card.add_argument("--model-description", help="what the model segments (default: its "
+                                                  "target, precision and classes)")
+    card.add_argument("--model-version", help="model version (default: 1)")
+    card.add_argument("--model-author", help="who made the model")
+    card.add_argument("--model-license", help="the model's licence")
     ex.set_defaults(func=export)
 
     for name, helptext in (("predict", "masks, objects and overlays for images"),
@@ -96,6 +105,8 @@ def export(args) -> int:
         calibration_samples=args.calibration_samples,
         verification_samples=args.verification_samples, io_type=args.io_type,
         min_agreement=args.min_agreement, num_threads=args.threads,
+        about={key: getattr(args, f"model_{key}") for key in
+               ("name", "description", "version", "author", "license")},
     )
     for report in reports:
         print(report.format())

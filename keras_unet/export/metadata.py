@@ -2,10 +2,19 @@
 
 The sidecar (`model_<precision>.json` beside the `.tflite` file) says how to
 feed the model and read its output: input shape, colour, dtype and
-quantization, normalization, output kind, class names, the target (an
-instance model's boundary class and its post-processing), the op list and
-the measured agreement with Keras. The same JSON is embedded in the
-`.tflite` file as a custom metadata entry named `keras_unet`.
+quantization, normalization (in the `NormalizationOptions` convention,
+`(pixel - mean) / std` on 0-255 pixels), output kind, class names and the
+label of every output category, the target (an instance model's boundary
+class and its post-processing), how `predict` tiles large images, the op
+list and the measured agreement with Keras.
+
+Two metadata entries carry it inside the `.tflite` file:
+
+- `keras_unet`: the sidecar itself, as JSON (`read_metadata`);
+- `TFLITE_METADATA`: the standard TFLite Model Metadata, with the label
+  file appended to the model as a zip archive, which MediaPipe Tasks and
+  the TFLite Task Library need to load the model at all
+  (`keras_unet.export.model_metadata`).
 """
 
 from __future__ import annotations
@@ -16,9 +25,36 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet.instances import MIN_OBJECT_SIZE, MIN_SEED_SIZE
+from keras_unet.export.model_metadata import (
+    LABELS_FILE,
+    METADATA_ENTRY,
+    ImageSegmenterMetadata,
+    associated_files_zip,
+    metadata_flatbuffer,
+)
+from keras_unet.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE
 
 METADATA_NAME = "keras_unet"
+# 8-bit pixels -> model input: x = (pixel - mean) / std.
+PIXEL_MEAN, PIXEL_STD = 0.0, 255.0
+
+
+def category_labels(names: list[str], target: str = "semantic") -> list[str]:
+    """The label of each output channel of an exported model, in order.
+
+    Channel i is class i (exports of one-channel sigmoid models have two
+    channels, see `keras_unet.export.tflite.fixed_size_model`); instance
+    models add their last channel, the boundary between objects
+    (`_boundary_`).
+
+    Args:
+        names: Class names by id.
+        target: `"semantic"` or `"instances"`.
+
+    Returns:
+        The labels, one per output channel.
+    """
+    return [*names, BOUNDARY_LABEL] if target == "instances" else list(names)
 
 
 def sidecar(
@@ -31,6 +67,8 @@ def sidecar(
     *,
     target: str = "semantic",
     size_multiple: int = 1,
+    tiling: dict | None = None,
+    about: dict | None = None,
 ) -> dict:
     """What a mobile app needs to run the exported model.
 
@@ -43,25 +81,35 @@ def sidecar(
         io: Input/output details from `io_details`.
         target: `"semantic"` or `"instances"`.
         size_multiple: Input sizes must be multiples of this (dynamic models).
+        tiling: How `predict` runs images of another size
+            (`keras_unet.inference.tiling_recipe`).
+        about: Model `name`, `description`, `version`, `author` and
+            `license` for the standard metadata (defaults filled in).
 
     Returns:
         The sidecar dictionary (written as JSON beside the model).
     """
     _, height, width, channels = model.input_shape
     outputs = model.output_shape[-1]
+    in_graph = [layer.name for layer in _layers(model)
+                if type(layer).__name__ == "PerImageStandardization"]
     meta = {
         "model": tflite_path.name,
         "format": "tflite",
         "precision": precision,
         "target": target,
+        "about": _about(about, names, target, precision),
         "input": {
             "shape": [1, height, width, channels],
             "layout": "NHWC",
             "color": "grayscale" if channels == 1 else "RGB",
             "dtype": io["input"]["dtype"],
             "normalization": {
-                "description": "x = pixel / 255 (8-bit images); no mean/std",
-                "scale": 1 / 255, "mean": 0.0, "std": 1.0,
+                "description": "x = (pixel - mean) / std on 8-bit pixels (0..255), "
+                               "as TFLite NormalizationOptions",
+                "mean": [PIXEL_MEAN], "std": [PIXEL_STD],
+                "in_graph": "per-image standardization (inside the model)" if in_graph
+                            else None,
             },
             "quantization": io["input"]["quantization"],
             "size_multiple": size_multiple,
@@ -73,11 +121,14 @@ def sidecar(
             "threshold": 0.5 if outputs == 1 else None,
             "quantization": io["output"]["quantization"],
             "mask": "argmax over channels" if outputs > 1 else "probability > threshold",
+            "labels": category_labels(names, target),
         },
         "labels": names,
         "ignore_id": 255,
-        "labels_file": "labels.txt",
+        "labels_file": LABELS_FILE,
     }
+    if tiling is not None:
+        meta["tiling"] = tiling
     if target == "instances":
         meta["output"]["boundary_channel"] = outputs - 1
         meta["postprocessing"] = {
@@ -90,6 +141,30 @@ def sidecar(
             "min_size": MIN_OBJECT_SIZE,
         }
     return meta
+
+
+def _about(about: dict | None, names: list[str], target: str, precision: str) -> dict:
+    """The model card of the standard metadata, defaults filled in."""
+    from keras_unet import __version__
+
+    classes = ", ".join(n for n in names if n != "_background_") or "none"
+    defaults = {
+        "name": "keras-unet segmentation",
+        "description": (f"U-Net image segmentation ({target} target, {precision}) made with "
+                        f"keras-unet {__version__}; classes: {classes}."),
+        "version": "1",
+        "author": "",
+        "license": "",
+    }
+    return {**defaults, **{k: v for k, v in (about or {}).items() if v is not None}}
+
+
+def _layers(model):
+    """Every layer of a model, nested models' layers too."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
 
 
 def output_kind(model) -> str:
@@ -120,13 +195,50 @@ def io_details(path: Path) -> dict:
     return details
 
 
-def embed_metadata(tflite_path: str | os.PathLike, meta: dict) -> None:
-    """Stores `meta` as JSON in the `.tflite` file's metadata, in place.
+def standard_metadata(meta: dict) -> ImageSegmenterMetadata:
+    """The standard TFLite metadata that matches a sidecar.
 
-    A custom metadata entry named `"keras_unet"` (TFLite's `Model.metadata`
-    list), written with LiteRT's own flatbuffer tools: `tflite-support`,
-    the usual metadata library, cannot be installed beside TensorFlow 2.21.
-    An existing entry of that name is replaced.
+    Float inputs take `(pixel - 0) / 255`; integer inputs (an int8 model
+    with uint8 or int8 input) take the pixels as they are, the quantization
+    being `1/255` per step, so their value range is that of the dtype.
+
+    Args:
+        meta: A sidecar (`sidecar`).
+
+    Returns:
+        The `ImageSegmenterMetadata` to embed.
+    """
+    dtype = np.dtype(meta["input"]["dtype"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        value_range = (float(info.min), float(info.max))
+    else:
+        value_range = ((0 - PIXEL_MEAN) / PIXEL_STD, (255 - PIXEL_MEAN) / PIXEL_STD)
+    kind = meta["output"]["kind"]
+    about = meta["about"]
+    return ImageSegmenterMetadata(
+        name=about["name"], description=about["description"], version=about["version"],
+        author=about["author"], license=about["license"],
+        color_space="GRAYSCALE" if meta["input"]["color"] == "grayscale" else "RGB",
+        mean=(PIXEL_MEAN,), std=(PIXEL_STD,), value_range=value_range,
+        labels=tuple(meta["output"]["labels"]),
+        output_description={
+            "softmax": "Per-pixel probability of each category (softmax over channels); "
+                       "the mask is the argmax.",
+            "sigmoid": "Per-pixel probability of the foreground category (sigmoid); the "
+                       "mask is probability > 0.5.",
+        }.get(kind, "Per-pixel scores of each category (logits); the mask is the argmax."),
+    )
+
+
+def embed_metadata(tflite_path: str | os.PathLike, meta: dict) -> None:
+    """Stores `meta` in the `.tflite` file's metadata, in place.
+
+    Writes two entries of TFLite's `Model.metadata` list (an existing
+    entry of either name is replaced) with LiteRT's own flatbuffer tools:
+    `keras_unet`, the sidecar as JSON, and `TFLITE_METADATA`, the standard
+    metadata (`standard_metadata`), then appends the label file as a zip
+    archive, the layout tflite-support writes and MediaPipe reads.
 
     Args:
         tflite_path: The model file.
@@ -136,15 +248,24 @@ def embed_metadata(tflite_path: str | os.PathLike, meta: dict) -> None:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(tflite_path))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    kept = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
-    model.metadata = [*kept, entry]
+    entries = {
+        METADATA_NAME: json.dumps(meta).encode(),
+        METADATA_ENTRY: metadata_flatbuffer(standard_metadata(meta)),
+    }
+    kept = [m for m in (model.metadata or []) if _name(m.name) not in entries]
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        kept.append(entry)
+    model.metadata = kept
     flatbuffer_utils.write_model(model, str(tflite_path))
+    labels = "\n".join(meta["output"]["labels"]) + "\n"
+    with open(tflite_path, "ab") as f:
+        f.write(associated_files_zip({LABELS_FILE: labels}))
 
 
 def read_metadata(tflite_path: str | os.PathLike) -> dict | None:

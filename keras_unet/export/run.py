@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet import files
+from keras_unet import files, pretrained
 from keras_unet.export.errors import ExportError, ExportVerificationError
 from keras_unet.export.formats import OTHER_FORMATS, export_other
 from keras_unet.export.report import ExportReport
@@ -79,13 +79,14 @@ def export_run(
     min_agreement: float | None = None,
     num_threads: int | None = None,
     latency_runs: int = 20,
+    about: dict | None = None,
 ) -> list[ExportReport]:
     """Exports a training run (or a `.keras` file) at several precisions.
 
     Args:
         source: A run folder (from `train`; its `best.keras`), one of its
-            checkpoints (e.g. `run/checkpoints/last.keras`), or a `.keras`
-            file.
+            checkpoints (e.g. `run/checkpoints/last.keras`), a `.keras`
+            file, or the name of a bundled model (with `data`).
         output_dir: Folder for `model_<precision>.tflite` files and sidecars.
         precisions: Which TFLite precisions.
         formats: Other formats too: `"saved_model"`, `"onnx"`.
@@ -101,6 +102,8 @@ def export_run(
             a fraction in [0, 1].
         num_threads: LiteRT threads.
         latency_runs: Timed runs per latency median.
+        about: Model `name`, `description`, `version`, `author` and
+            `license` for the metadata of every file.
 
     Returns:
         One `ExportReport` per exported file.
@@ -114,7 +117,7 @@ def export_run(
     precisions, formats = list(precisions), list(formats)
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
-    model, config = _load_source(Path(source), data)
+    model, config = _load_source(pretrained.resolve(source), data)
     train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size
@@ -133,7 +136,7 @@ def export_run(
                     verification_images=verification, precision=name, input_size=size,
                     representative=(x[None] for x in calibration), io_type=io_type,
                     min_agreement=min_agreement, num_threads=num_threads,
-                    latency_runs=latency_runs,
+                    latency_runs=latency_runs, about=about,
                 ))
             else:
                 reports.append(export_other(

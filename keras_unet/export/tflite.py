@@ -45,7 +45,13 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
-from keras_unet.export.metadata import embed_metadata, io_details, output_kind, sidecar
+from keras_unet.export.metadata import (
+    category_labels,
+    embed_metadata,
+    io_details,
+    output_kind,
+    sidecar,
+)
 from keras_unet.export.report import ExportReport
 from keras_unet.export.verify import (
     DEFAULT_AGREEMENT,
@@ -53,8 +59,7 @@ from keras_unet.export.verify import (
     compare,
     median_latency_ms,
 )
-from keras_unet.inference import load_predictor, model_multiple
-from keras_unet.labels import labels_text
+from keras_unet.inference import load_predictor, model_multiple, tiling_recipe
 from keras_unet.logs import native_output_silenced
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,14 @@ FLOAT_LAYERS = ("PerImageStandardization",)
 
 
 def fixed_size_model(model, input_size: tuple[int, int] | None):
-    """A copy of `model` with batch 1 and, if given, a fixed height/width.
+    """A copy of `model` with batch 1, if given a fixed height/width, and
+    one output channel per class.
+
+    A one-channel sigmoid model (two classes) gets a second channel: the
+    outputs are `(1 - p, p)`, the probabilities of class 0 and class 1, so
+    that category = argmax = class id in every runtime (the TFLite Task
+    Library takes the argmax of a single channel, always 0) and apps read
+    all models alike. The mask is unchanged: `p > 0.5` is the argmax.
 
     Args:
         model: A Keras model.
@@ -91,7 +103,20 @@ def fixed_size_model(model, input_size: tuple[int, int] | None):
                 f"input size {height}x{width} must be a multiple of {multiple} (2**depth)"
             )
     inputs = keras.Input((height, width, channels), batch_size=1, name="image")
-    return keras.Model(inputs, model(inputs), name=f"{model.name}_export")
+    outputs = model(inputs)
+    if _binary_sigmoid(model):
+        outputs = keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
+    return keras.Model(inputs, outputs, name=f"{model.name}_export")
+
+
+def exported_output_kind(model) -> str:
+    """What the outputs of `fixed_size_model(model)` are: a sigmoid head
+    becomes two probabilities that sum to 1, read like a softmax."""
+    return "softmax" if _binary_sigmoid(model) else output_kind(model)
+
+
+def _binary_sigmoid(model) -> bool:
+    return output_kind(model) == "sigmoid" and model.output_shape[-1] == 1
 
 
 def convert(
@@ -134,15 +159,20 @@ def convert(
     if precision == "int8":
         if representative is None:
             raise ExportError("int8 export needs representative images for calibration")
-        samples = [np.asarray(x, np.float32) for x in representative]
+        samples = [np.array(x, np.float32) for x in representative]
         if not samples:
             raise ExportError("int8 export got no representative images")
+        # The input range is calibrated to exactly [0, 1], so an integer input
+        # is the 8-bit pixel itself (uint8: scale 1/255, zero point 0; int8:
+        # pixel - 128), as MediaPipe and Edge TPU feed it.
+        samples[0][0, 0, 0, :], samples[0][0, -1, -1, :] = 0.0, 1.0
         converter.representative_dataset = lambda: ([x] for x in samples)
         float_nodes = _float_nodes(model)
         if float_nodes and io_type != "float32":
             raise ExportError(
                 f"io_type={io_type!r}: a model with per-image normalization keeps it in "
-                "float32, so its int8 export takes float32 input and output (io_type float32)"
+                "float32, so its int8 export takes float32 input and output (io_type "
+                "float32); for integer input, train with --input-normalization none"
             )
         if not float_nodes:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -195,6 +225,37 @@ def _float_nodes(model) -> list[str]:
             if any(pattern.fullmatch(part) for part in t["name"].split(";")[0].split("/"))]
 
 
+def _warn_of_mobile_runtimes(model, output: Path) -> None:
+    """Logs what MediaPipe Tasks and the Task Library cannot run."""
+    _, height, width, channels = model.input_shape
+    if channels != 3:
+        log.warning("%s: MediaPipe Tasks and the TFLite Task Library take 3-channel (RGB) "
+                    "segmentation models only; this %d-channel model runs in LiteRT (train "
+                    "with --channels 3 for them)", output, channels)
+    if not height or not width:
+        log.warning("%s: a model of dynamic size runs in LiteRT with resize_tensor_input; "
+                    "MediaPipe Tasks runs it at 1x1 and fails (export a fixed --input-size "
+                    "for it)", output)
+
+
+def _check_pixel_input(details: dict, output: Path) -> None:
+    """Checks that an integer input is the 8-bit pixel (quantization step 1/255).
+
+    Raises:
+        ExportError: If the converter chose another input quantization.
+    """
+    quantization = details["quantization"]
+    if details["dtype"] == "float32" or quantization is None:
+        return
+    expected_zero = {"uint8": 0, "int8": -128}[details["dtype"]]
+    if (abs(quantization["scale"] * 255 - 1) > 1e-5
+            or quantization["zero_point"] != expected_zero):
+        raise ExportError(
+            f"{output}: the {details['dtype']} input is quantized with scale "
+            f"{quantization['scale']:.6g} and zero point {quantization['zero_point']}, not "
+            f"1/255 and {expected_zero}: apps could not feed it 8-bit pixels")
+
+
 def op_names(tflite_path: str | os.PathLike) -> list[str]:
     """Sorted distinct operator names of a `.tflite` model (custom ops as CUSTOM:name)."""
     from ai_edge_litert.tools import flatbuffer_utils
@@ -223,8 +284,14 @@ def export_tflite(
     min_agreement: float | None = None,
     num_threads: int | None = None,
     latency_runs: int = 20,
+    about: dict | None = None,
 ) -> ExportReport:
     """Exports a Keras model to `.tflite`, verifies it and writes its sidecar.
+
+    The file carries the sidecar and the standard TFLite metadata (see
+    `keras_unet.export.metadata`), so MediaPipe Tasks and the TFLite Task
+    Library load it as it is. `labels.txt` beside it names each output
+    category, one per line, in channel order.
 
     Args:
         model: A Keras segmentation model (input in [0, 1]).
@@ -241,6 +308,8 @@ def export_tflite(
         min_agreement: Required mask agreement (default per precision).
         num_threads: LiteRT threads for verification and timing.
         latency_runs: Timed runs for the latency medians (0 skips timing).
+        about: Model `name`, `description`, `version`, `author` and
+            `license` for the metadata.
 
     Returns:
         The `ExportReport`.
@@ -284,12 +353,16 @@ def export_tflite(
                 "keras": median_latency_ms(lambda x: np.asarray(run_keras(x)), one, latency_runs),
                 "tflite": median_latency_ms(predictor, one, latency_runs),
             }
-        meta = sidecar(export_model, output_kind(model), names, precision, output,
-                       io_details(tmp), target=predictor.target,
-                       size_multiple=model_multiple(model))
+        io = io_details(tmp)
+        _check_pixel_input(io["input"], output)
+        fixed = export_model.input_shape[1:3]
+        meta = sidecar(export_model, exported_output_kind(model), names, precision, output,
+                       io, target=predictor.target, size_multiple=model_multiple(model),
+                       tiling=tiling_recipe(fixed) if all(fixed) else None, about=about)
         meta["verification"] = asdict(agreement)
         meta["ops"] = ops
         embed_metadata(tmp, meta)
+        _warn_of_mobile_runtimes(export_model, output)
         # The metadata must not change what the model computes.
         embedded = load_predictor(tmp, num_threads, labels=names)
         if not np.array_equal(embedded(images[:1]), tflite_out[:1]):
@@ -297,7 +370,8 @@ def export_tflite(
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    files.write_text(output.parent / "labels.txt", labels_text(names))
+    files.write_text(output.parent / "labels.txt",
+                     "\n".join(category_labels(names, predictor.target)) + "\n")
     sidecar_path = output.with_suffix(".json")
     files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     report = ExportReport(str(output), precision, output.stat().st_size, ops, agreement,
