@@ -157,7 +157,7 @@ def load_predictor(
         raise InferenceError(f"{path}: expected a .keras or .tflite model")
     names, source = find_labels(path, labels, meta if path.suffix == ".tflite" else None)
     predictor.names = names
-    predictor.target = meta.get("target") or _target_from_outputs(outputs, names)
+    predictor.target = meta.get("target") or target_from_outputs(outputs, names)
     if names is not None:
         expected = output_count(len(names), predictor.target)
         # An export has one channel per class, two for a sigmoid model.
@@ -179,7 +179,9 @@ def output_count(num_classes: int, target: str = "semantic") -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def _target_from_outputs(outputs: int, names: list[str] | None) -> str:
+def target_from_outputs(outputs: int, names: list[str] | None) -> str:
+    """`"instances"` for a model with one output more than it has classes
+    (the boundary), else `"semantic"`."""
     if names is not None and outputs == len(names) + 1:
         return "instances"
     return "semantic"

@@ -216,10 +216,19 @@ def test_onnx_export_runs_in_onnxruntime(model, held_out, tmp_path):
     pytest.importorskip("tf2onnx")
     from keras_unet.export import export_other
 
-    _, verification, _ = held_out
-    report = export_other(model, tmp_path / "m.onnx", "onnx",
+    import onnx
+
+    names, verification, _ = held_out
+    report = export_other(model, tmp_path / "m.onnx", "onnx", names=names,
                           verification_images=verification, input_size=(128, 128))
     assert report.agreement.mask_agreement >= 0.999 and report.agreement.max_abs_diff < 1e-3
+    # The same contract as a .tflite file: sidecar, labels, embedded metadata.
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["format"] == "onnx" and meta["output"]["labels"] == names
+    assert meta["input"]["normalization"]["std"] == [255.0]
+    assert (tmp_path / "labels.txt").read_text().splitlines() == names
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["keras_unet"]) == meta and props["labels"].splitlines() == names
 
 
 def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(

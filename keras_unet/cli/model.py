@@ -41,6 +41,12 @@ def add_parsers(add) -> None:
     ex.add_argument("--min-agreement", type=fraction, default=None,
                     help="required mask agreement, 0..1 (default: 0.999 float, 0.99 int8)")
     ex.add_argument("--threads", type=positive_int, help="LiteRT threads (default: all cores)")
+    ex.add_argument("--web", metavar="DIR",
+                    help="also write a static page that runs the model in a browser with "
+                         "MediaPipe Tasks (float32 export, else the first written)")
+    ex.add_argument("--tasks-vision", metavar="FOLDER",
+                    help="--web: the @mediapipe/tasks-vision npm package (default: "
+                         "node_modules/@mediapipe/tasks-vision)")
     card = ex.add_argument_group("model card (the standard TFLite metadata that MediaPipe "
                                  "and the Task Library show)")
     card.add_argument("--model-name", help="model name (default: keras-unet segmentation)")
@@ -97,7 +103,18 @@ def add_parsers(add) -> None:
 
 def export(args) -> int:
     """Runs `export`."""
-    from keras_unet.export import export_run
+    from keras_unet.export import ExportError, export_run
+    from keras_unet.export.web import find_tasks_vision, write_web_page
+
+    if args.web:
+        if args.dynamic:
+            raise ExportError("--web needs a fixed --input-size: MediaPipe runs a model of "
+                              "dynamic size at 1x1")
+        if not set(args.precision) & {"float32", "float16", "int8"}:
+            raise ExportError("--web needs a float32, float16 or int8 export (--precision)")
+        find_tasks_vision(args.tasks_vision)  # before anything is exported
+    elif args.tasks_vision:
+        raise ExportError("--tasks-vision goes with --web")
 
     reports = export_run(
         args.source, args.output, precisions=args.precision, formats=args.format,
@@ -112,6 +129,12 @@ def export(args) -> int:
         print(report.format())
         if report.ops:
             print(f"{'':13}ops: {', '.join(report.ops)}")
+    if args.web:
+        tflite = [r for r in reports if r.path.endswith(".tflite")]
+        chosen = next((r for r in tflite if r.precision == "float32"), tflite[0])
+        page = write_web_page(chosen.path, args.web, args.tasks_vision)
+        print(f"web page: {page} ({chosen.precision}); serve it, e.g. python -m http.server "
+              f"-d {args.web}, and open http://127.0.0.1:8000")
     return 0
 
 

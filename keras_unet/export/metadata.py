@@ -35,6 +35,8 @@ from keras_unet.export.model_metadata import (
 from keras_unet.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE
 
 METADATA_NAME = "keras_unet"
+# `io_details` of a model with float32 input and output.
+FLOAT_IO = {key: {"dtype": "float32", "quantization": None} for key in ("input", "output")}
 # 8-bit pixels -> model input: x = (pixel - mean) / std.
 PIXEL_MEAN, PIXEL_STD = 0.0, 255.0
 
@@ -69,6 +71,7 @@ def sidecar(
     size_multiple: int = 1,
     tiling: dict | None = None,
     about: dict | None = None,
+    fmt: str = "tflite",
 ) -> dict:
     """What a mobile app needs to run the exported model.
 
@@ -77,8 +80,9 @@ def sidecar(
         output_kind: `"sigmoid"`, `"softmax"` or `"logits"`.
         names: Class names by id.
         precision: Export precision.
-        tflite_path: The `.tflite` file.
-        io: Input/output details from `io_details`.
+        tflite_path: The exported file.
+        io: Input/output details from `io_details` (`FLOAT_IO` for a
+            float model in another format).
         target: `"semantic"` or `"instances"`.
         size_multiple: Input sizes must be multiples of this (dynamic models).
         tiling: How `predict` runs images of another size
@@ -95,7 +99,7 @@ def sidecar(
                 if type(layer).__name__ == "PerImageStandardization"]
     meta = {
         "model": tflite_path.name,
-        "format": "tflite",
+        "format": fmt,
         "precision": precision,
         "target": target,
         "about": _about(about, names, target, precision),

@@ -17,9 +17,11 @@ Schema slots used (field numbers in declaration order):
 
 | table | slots |
 |---|---|
-| ModelMetadata | 0 name, 1 description, 2 version, 3 subgraph_metadata, 4 author, 5 license, 7 min_parser_version |
+| ModelMetadata | 0 name, 1 description, 2 version, 3 subgraph_metadata, 4 author, |
+| | 5 license, 7 min_parser_version |
 | SubGraphMetadata | 0 name, 2 input_tensor_metadata, 3 output_tensor_metadata |
-| TensorMetadata | 0 name, 1 description, 3 content, 4 process_units, 5 stats, 6 associated_files |
+| TensorMetadata | 0 name, 1 description, 3 content, 4 process_units, 5 stats, |
+| | 6 associated_files |
 | Content | 0 content_properties_type, 1 content_properties, 2 range |
 | ImageProperties | 0 color_space |
 | ValueRange | 0 min, 1 max |

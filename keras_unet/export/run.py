@@ -144,6 +144,7 @@ def export_run(
                     verification_images=verification, input_size=size,
                     min_agreement=DEFAULT_AGREEMENT["float32"]
                     if min_agreement is None else min_agreement,
+                    names=train_set.names, about=about,
                 ))
         except (ExportError, ExportVerificationError) as err:
             refused.append((name, err))
