@@ -110,23 +110,29 @@ ORACLES = {
 }
 
 
+def oracle_python(oracle: str) -> Path:
+    """The Python of an oracle's own environment; skips where it is absent."""
+    variable, venv = ORACLES[oracle]
+    python = Path(os.environ.get(variable, REPO / venv / "bin" / "python"))
+    if not python.is_file():
+        pytest.skip(f"{oracle} oracle not installed: no {python} (bash .ci/run creates "
+                    f"it, or set {variable})")
+    return python
+
+
 @pytest.fixture(scope="session")
 def run_oracle():
     """Runs `tests/oracles/<script>.py` in an oracle's own environment.
 
-    `run(oracle, script, *args, out=folder)` returns the `result.json` the
-    script writes into `out`; skips where the environment is absent (`.ci/run`
-    creates it), fails with the end of stderr where the script fails.
+    `run(oracle, script, model, *images, out=folder)` returns the
+    `result.json` the script writes into `out`; skips where the environment
+    is absent (`.ci/run` creates it), fails with the end of stderr where the
+    script fails.
     """
     import json
 
     def run(oracle: str, script: str, *args, out: Path) -> dict:
-        variable, venv = ORACLES[oracle]
-        python = Path(os.environ.get(variable, REPO / venv / "bin" / "python"))
-        if not python.is_file():
-            pytest.skip(f"{oracle} oracle not installed: no {python} (bash .ci/run creates "
-                        f"it, or set {variable})")
-        command = [str(python), str(REPO / "tests" / "oracles" / f"{script}.py"),
+        command = [str(oracle_python(oracle)), str(REPO / "tests" / "oracles" / f"{script}.py"),
                    *map(str, args[:1]), str(out), *map(str, args[1:])]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
