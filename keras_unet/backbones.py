@@ -20,11 +20,17 @@ import os
 import socket
 from pathlib import Path
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
-from keras import layers
 
 from keras_unet.errors import KerasUnetError
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported inside the functions, so that the table of names
+# (`BACKBONES`) can be read without loading TensorFlow (the CLI's help).
 
 # name -> (keras.applications constructor, input convention, extra kwargs)
 BACKBONES = {
@@ -73,6 +79,8 @@ def feature_layers(model: keras.Model) -> dict[int, int | None]:
 
 def _preprocess(x, convention: str):
     """Maps [0, 1] images to what the backbone expects (as layers)."""
+    from keras import layers
+
     if convention == "tf":
         return layers.Rescaling(2.0, offset=-1.0, name="preprocess")(x)
     x = layers.Rescaling(255.0, name="preprocess")(x)
@@ -88,6 +96,8 @@ def _preprocess(x, convention: str):
 
 
 def _instantiate(name: str, input_shape, weights):
+    import keras
+
     constructor, _, extra = BACKBONES[name]
     return getattr(keras.applications, constructor)(
         input_shape=input_shape, include_top=False, weights=weights, **extra
@@ -133,6 +143,9 @@ def build_encoder(
         BackboneWeightsError: If ImageNet weights cannot be downloaded.
         FileNotFoundError: If the weights path does not exist.
     """
+    import keras
+    from keras import layers
+
     if name not in BACKBONES:
         raise ValueError(
             f"backbone={name!r} is not supported; expected one of "

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from keras_unet.evaluate import evaluate_prediction
 from keras_unet.inference import predict_image
 from keras_unet.instances import remove_small
-from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.labels import BACKGROUND_LABEL
+from keras_unet.readers import read_image, read_instances
 from keras_unet.scores import (
     ObjectScores,
     confusion,
@@ -140,7 +141,7 @@ def score_methods(
                       disable=None if progress else True):
         stem = dataset.stems[index]
         image = read_image(dataset.images[index], 3)
-        truth = read_mask(dataset.masks[index], dataset.foreground_value)
+        truth = dataset.read_mask(index)
         true_ids = read_instances(dataset.instances[index])
         ignore = truth == 255
         foreground = otsu_foreground(image, minority=True)
@@ -181,7 +182,7 @@ def score_methods(
 
 def _foreground_dice(matrix: np.ndarray) -> float:
     """Foreground Dice of a 2x2 confusion matrix (see `image_foreground_dice`)."""
-    return image_foreground_dice(per_class_scores(matrix, ["bg", "fg"]))
+    return image_foreground_dice(per_class_scores(matrix, [BACKGROUND_LABEL, "fg"]))
 
 
 def _components(foreground: np.ndarray) -> np.ndarray:

@@ -25,9 +25,9 @@ from keras_unet.evaluate import evaluate_prediction, summarize
 from keras_unet.inference import Predictor, model_multiple, predict_image
 from keras_unet.instances import boundary_target
 from keras_unet.pairs import Dataset
-from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.readers import read_image, read_instances
 from keras_unet.runs import RunFolder, RunState
-from keras_unet.scores import ObjectScores
+from keras_unet.scores import ObjectScores, headline_scores
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -63,7 +63,8 @@ class Validation(keras.callbacks.Callback):
 
     - `val_loss`: the training loss on the validation images;
     - `val_iou`, `val_dice`: IoU and Dice averaged over the classes but
-      background, from the confusion matrix pooled over the images;
+      background (over every class in a dataset without `_background_`:
+      mIoU), from the confusion matrix pooled over the images;
     - `val_ap`, `val_f1` (instance models, or datasets with instance masks):
       the object scores of `keras_unet.scores`.
 
@@ -87,7 +88,7 @@ class Validation(keras.callbacks.Callback):
         self.objects = objects and bool(dataset.instances)
         self.examples = []
         for index, (image_path, mask_path) in enumerate(zip(dataset.images, dataset.masks)):
-            truth = read_mask(mask_path, dataset.foreground_value)
+            truth = dataset.read_mask(index)
             instances = (read_instances(dataset.instances[index])
                          if dataset.instances and (self.objects or target == "instances")
                          else None)
@@ -123,10 +124,8 @@ class Validation(keras.callbacks.Callback):
                     truth, instances, n, self.boundary_width)
                 losses.append(float(model.loss(labels[None], probs[None])))
         scores = summarize(matrix, self.names, objects)
-        foreground = [s for name, s in list(scores["classes"].items())[1:]
-                      if s["iou"] is not None]
-        scores["val_iou"] = float(np.mean([s["iou"] for s in foreground])) if foreground else 0.0
-        scores["val_dice"] = scores["foreground_dice"] or 0.0
+        iou, dice = headline_scores(scores)
+        scores["val_iou"], scores["val_dice"] = iou or 0.0, dice or 0.0
         if losses:
             scores["val_loss"] = float(np.mean(losses))
         if objects is not None:

@@ -54,6 +54,8 @@ class TrainConfig:
         masks_dir: Masks folder of a plain folder pair.
         labels: `labels.txt` path (default: the dataset's).
         foreground_value: Binary masks: the mask value of the foreground.
+        ignore_index: A void mask value (CamVid's 11), ignored in training and
+            scoring like 255 (`--ignore-index`).
         val_fraction: Share of pairs held out for validation (0 < f < 1).
         val_list: File of validation pair names, one per line (overrides
             `val_fraction`).
@@ -118,6 +120,7 @@ class TrainConfig:
     masks_dir: str | None = None
     labels: str | None = None
     foreground_value: int | None = None
+    ignore_index: int | None = None
     val_fraction: float = 0.2
     val_list: str | None = None
     work_dir: str = "runs/train"
@@ -271,6 +274,9 @@ class TrainConfig:
                              ("early_stopping", 0), ("tfrecord_shards", 0), ("seed", 0)):
             integer(key, minimum)
         integer("steps_per_epoch", 1, optional=True)
+        integer("ignore_index", 0, optional=True)
+        if self.ignore_index is not None and self.ignore_index > 255:
+            fail("ignore_index", "a mask value 0..255")
         integer("unfreeze_epoch", 1, optional=True)
         if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
             fail("val_fraction", "a fraction between 0 and 1 (exclusive)")

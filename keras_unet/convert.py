@@ -55,6 +55,7 @@ from keras_unet.labels import (
     label_ids,
     labels_text,
     make_label_list,
+    read_label_names,
     read_labels,
 )
 from keras_unet.readers import ReadError, read_instances, read_mask
@@ -217,7 +218,8 @@ def _convert_all(input_dir, output_dir, paths, summary, run, *, labels, instance
     is an error.
     """
     if isinstance(labels, (str, os.PathLike)):
-        names = read_labels(labels)
+        # LabelMe's meaning whatever the form: unannotated pixels are id 0.
+        names = make_label_list(read_label_names(labels), source=str(labels))
     elif labels is not None:
         names = make_label_list(labels, source="labels")
     else:

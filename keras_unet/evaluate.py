@@ -31,7 +31,7 @@ from keras_unet.pairs import (
     load_dataset,
     split_dataset,
 )
-from keras_unet.readers import read_image, read_instances, read_mask
+from keras_unet.readers import read_image, read_instances
 from keras_unet.runs import RunFolder
 from keras_unet.scores import (
     ObjectScores,
@@ -106,6 +106,7 @@ def evaluation_pairs(
     labels=None,
     foreground_value: int | None = None,
     split: str | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[Dataset, str]:
     """The pairs to evaluate a model on, and which split they are.
 
@@ -123,6 +124,8 @@ def evaluation_pairs(
         labels: `labels.txt` path or class names (default: the dataset's).
         foreground_value: Binary masks: the mask value of the foreground.
         split: `"val"`, `"train"` or `"all"` (default: see above).
+        ignore_index: A void mask value, scored as ignore (default: the
+            run's).
 
     Returns:
         `(dataset, description)`, e.g. `"validation split of runs/x"`.
@@ -148,8 +151,10 @@ def evaluation_pairs(
         data, images_dir, masks_dir = config.data, config.images_dir, config.masks_dir
         labels = labels if labels is not None else config.labels
         foreground_value = config.foreground_value
+    if ignore_index is None and config is not None:
+        ignore_index = config.ignore_index
     dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, labels=labels,
-                           foreground_value=foreground_value)
+                           foreground_value=foreground_value, ignore_index=ignore_index)
     same = config is not None and _same_pairs(dataset, config)
     split = split or ("val" if same else "all")
     if split == "all":
@@ -169,7 +174,8 @@ def _same_pairs(dataset: Dataset, config) -> bool:
     try:
         theirs = load_dataset(config.data, images_dir=config.images_dir,
                               masks_dir=config.masks_dir, labels=dataset.names,
-                              foreground_value=config.foreground_value)
+                              foreground_value=config.foreground_value,
+                              ignore_index=config.ignore_index)
     except DatasetError:
         return False
     resolve = lambda paths: [str(Path(p).resolve()) for p in paths]  # noqa: E731
@@ -221,7 +227,7 @@ def evaluate_dataset(
                       disable=None if progress else True):
         image_path = dataset.images[index]
         image = read_image(image_path, predictor.channels)
-        truth = read_mask(dataset.masks[index], dataset.foreground_value)
+        truth = dataset.read_mask(index)
         instances = read_instances(dataset.instances[index]) if dataset.instances else None
         probabilities = predict_image(predictor, image, tile=tile, tta=tta)
         result = evaluate_prediction(probabilities, truth, len(names),

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from keras_unet.errors import KerasUnetError
-from keras_unet.labels import IGNORE_ID, LabelMapError, read_labels
+from keras_unet.labels import (
+    BACKGROUND_LABEL,
+    IGNORE_ID,
+    LabelMapError,
+    apply_ignore_index,
+    read_labels,
+)
 from keras_unet.readers import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
@@ -49,6 +55,8 @@ class Dataset:
         foreground_value: For binary masks: the value of class 1, else `None`.
         instances: Instance-id mask paths (16-bit PNG), same order, if the
             dataset has them (`labelme2masks --instances`).
+        ignore_index: The dataset's void mask value, read as 255 (ignore),
+            or `None`.
     """
 
     images: list[str]
@@ -56,11 +64,22 @@ class Dataset:
     names: list[str]
     foreground_value: int | None = None
     instances: list[str] | None = None
+    ignore_index: int | None = None
 
     @property
     def num_classes(self) -> int:
         """Number of classes, background included."""
         return len(self.names)
+
+    @property
+    def has_background(self) -> bool:
+        """Whether class 0 is `_background_` (LabelMe datasets, binary masks):
+        only then are there foreground scores and objects."""
+        return bool(self.names) and self.names[0] == BACKGROUND_LABEL
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """The class ids of pair `index` (void and unlabelled pixels 255)."""
+        return read_mask(self.masks[index], self.foreground_value, self.ignore_index)
 
     @property
     def stems(self) -> list[str]:
@@ -75,6 +94,7 @@ class Dataset:
             self.names,
             self.foreground_value,
             [self.instances[i] for i in indices] if self.instances else None,
+            self.ignore_index,
         )
 
 
@@ -93,6 +113,7 @@ def load_dataset(
     masks_dir: str | os.PathLike | None = None,
     labels: str | os.PathLike | list[str] | None = None,
     foreground_value: int | None = None,
+    ignore_index: int | None = None,
 ) -> Dataset:
     """Lists the image/mask pairs of a dataset folder.
 
@@ -103,13 +124,16 @@ def load_dataset(
         labels: `labels.txt` or class names; default `root/labels.txt`, or
             `["_background_", "foreground"]` with `foreground_value`.
         foreground_value: For binary masks, the value of the foreground.
+        ignore_index: A void mask value (CamVid's 11), ignored like 255; a
+            label map that names it as its last id loses that name.
 
     Returns:
         The `Dataset`.
 
     Raises:
-        DatasetError: If a folder is missing or empty, or an image has no
-            mask (or a mask no image).
+        DatasetError: If a folder is missing or empty, an image has no
+            mask (or a mask no image), or the label map or the ignore
+            index is unusable.
     """
     if root is not None:
         root = Path(root)
@@ -150,6 +174,10 @@ def load_dataset(
             f"{masks_dir}: no labels.txt; give the class names (--labels labels.txt), or for "
             "binary masks the mask value of the foreground (--foreground-value, e.g. 255)"
         )
+    try:
+        names = apply_ignore_index(names, ignore_index, source=str(labels or masks_dir))
+    except LabelMapError as err:
+        raise DatasetError(str(err)) from None
     keys = sorted(images)
     instances = None
     if root is not None and (root / "instances").is_dir():
@@ -158,7 +186,7 @@ def load_dataset(
             instances = [str(found[k]) for k in keys]
     return Dataset(
         [str(images[k]) for k in keys], [str(masks[k]) for k in keys], names,
-        foreground_value, instances,
+        foreground_value, instances, ignore_index,
     )
 
 
@@ -212,7 +240,7 @@ def _check_pair(dataset: Dataset, index: int, instances: bool) -> np.ndarray:
     if Path(mask_path).suffix.lower() not in MASK_SUFFIXES:
         raise DatasetError(f"{mask_path}: masks must be lossless (PNG), not JPEG")
     size = image_size(image_path)
-    mask = read_mask(mask_path, dataset.foreground_value)
+    mask = dataset.read_mask(index)
     if mask.shape != size:
         raise DatasetError(
             f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image "
@@ -221,10 +249,15 @@ def _check_pair(dataset: Dataset, index: int, instances: bool) -> np.ndarray:
     values = np.bincount(mask.ravel(), minlength=256)
     bad = [int(v) for v in np.nonzero(values)[0] if v >= dataset.num_classes and v != IGNORE_ID]
     if bad:
+        found = [int(v) for v in np.nonzero(values)[0]]
         raise DatasetError(
             f"{mask_path}: mask values {bad[:5]} are outside the label map "
-            f"(0..{dataset.num_classes - 1}, 255 = ignore)"
-            + ("; binary 0/1 or 0/N masks need --foreground-value" if dataset.num_classes == 2
+            f"(ids 0..{dataset.num_classes - 1}: {', '.join(dataset.names[:4])}"
+            f"{', ...' if dataset.num_classes > 4 else ''}; 255 = ignore); values found: "
+            f"{found[:12]}{' ...' if len(found) > 12 else ''}. Fix: name every class in "
+            "labels.txt (plain form: line i = id i), declare a void value with "
+            f"--ignore-index {bad[0]}"
+            + (", or for binary 0/N masks give --foreground-value" if dataset.num_classes == 2
                else "")
         )
     if instances:

@@ -341,7 +341,8 @@ def _read_records(pattern: str, deterministic: bool):
     return records.map(parse, num_parallel_calls=AUTOTUNE)
 
 
-def decode_bytes(image_bytes, mask_bytes, channels: int, foreground_value: int | None):
+def decode_bytes(image_bytes, mask_bytes, channels: int, foreground_value: int | None,
+                 ignore_index: int | None = None):
     """Decodes an encoded image and class-id mask with `keras_unet.readers`.
 
     Args:
@@ -349,13 +350,14 @@ def decode_bytes(image_bytes, mask_bytes, channels: int, foreground_value: int |
         mask_bytes: Scalar string tensor: mask PNG/BMP/TIFF bytes.
         channels: Image channels to decode to.
         foreground_value: For binary masks, the value that becomes class 1.
+        ignore_index: The dataset's void value, read as 255 (ignore).
 
     Returns:
         float32 `(H, W, channels)` in [0, 1] and uint8 `(H, W, 1)` ids.
     """
     def read(image_data, mask_data):
         return (read_image(bytes(image_data), channels),
-                read_mask(bytes(mask_data), foreground_value)[..., None])
+                read_mask(bytes(mask_data), foreground_value, ignore_index)[..., None])
 
     image, mask = tf.numpy_function(read, [image_bytes, mask_bytes], [tf.float32, tf.uint8],
                                     stateful=False)
@@ -459,7 +461,7 @@ def make_dataset(
         )
 
     def decode(image_bytes, mask_bytes, instance_bytes, index):
-        image, mask = decode_bytes(image_bytes, mask_bytes, channels, fg)
+        image, mask = decode_bytes(image_bytes, mask_bytes, channels, fg, dataset.ignore_index)
         labels = {"mask": mask}
         if need_instances:
             labels["instances"] = decode_instances(instance_bytes)

@@ -91,7 +91,8 @@ def image_size(source: Source) -> tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
-def read_mask(source: Source, foreground_value: int | None = None) -> np.ndarray:
+def read_mask(source: Source, foreground_value: int | None = None,
+              ignore_index: int | None = None) -> np.ndarray:
     """Reads a class-id mask as uint8 `(H, W)`.
 
     Args:
@@ -99,6 +100,8 @@ def read_mask(source: Source, foreground_value: int | None = None) -> np.ndarray
             bits), or its bytes.
         foreground_value: For binary masks stored as 0/N: pixels equal to
             it become class 1, every other pixel class 0.
+        ignore_index: A void value of the dataset: its pixels become 255
+            (ignore).
 
     Returns:
         The class ids (255 = ignore).
@@ -136,7 +139,10 @@ def read_mask(source: Source, foreground_value: int | None = None) -> np.ndarray
             f"{name}: mask values {int(array.min())}..{int(array.max())} do not fit class "
             "ids 0..255 (a 16-bit instance mask? those belong in instances/)"
         )
-    return array.astype(np.uint8)
+    mask = array.astype(np.uint8)
+    if ignore_index is not None:
+        mask[mask == ignore_index] = 255
+    return mask
 
 
 def read_instances(source: Source) -> np.ndarray:

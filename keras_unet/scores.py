@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_unet.labels import IGNORE_ID
+from keras_unet.labels import BACKGROUND_LABEL, IGNORE_ID
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
@@ -65,18 +65,23 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.
 
 
 def per_class_scores(matrix: np.ndarray, names: list[str]) -> dict:
-    """IoU, Dice, precision and recall per class, and pixel accuracy.
+    """Per-class and summary scores, as segmentation benchmarks report them.
 
     Args:
-        matrix: `(n, n)` confusion matrix.
+        matrix: `(n, n)` confusion matrix (void and ignored pixels are not
+            in it).
         names: Class names by id.
 
     Returns:
         `{"classes": {name: {"iou", "dice", "precision", "recall", "pixels"}},
-        "pixel_accuracy", "mean_iou", "mean_dice", "foreground_dice"}`;
-        scores of a class absent from truth and prediction are `None` and
-        left out of the means. `foreground_dice` averages the classes but
-        background (id 0).
+        "pixel_accuracy"` (global: correct pixels / pixels), `"class_accuracy"`
+        (the mean of the classes' recalls), `"mean_iou"` (mIoU) and
+        `"mean_dice"` over every class, `"background"` (whether class 0 is
+        `_background_`), and `"foreground_iou"`, `"foreground_dice"`: the
+        means over the classes but background, `None` for a dataset without
+        one}`. Scores of a class absent from truth and prediction are `None`
+        and left out of the means (a class absent from the truth is left
+        out of the class accuracy).
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     tp = np.diag(matrix)
@@ -99,26 +104,49 @@ def per_class_scores(matrix: np.ndarray, names: list[str]) -> dict:
         return float(np.mean(defined)) if defined else None
 
     total = matrix.sum()
+    background = bool(names) and names[0] == BACKGROUND_LABEL
     return {
         "classes": classes,
         "pixel_accuracy": float(tp.sum() / total) if total else None,
+        "class_accuracy": mean(recall),
         "mean_iou": mean(iou),
         "mean_dice": mean(dice),
-        "foreground_dice": mean(dice[1:]),
+        "background": background,
+        "foreground_iou": mean(iou[1:]) if background else None,
+        "foreground_dice": mean(dice[1:]) if background else None,
     }
 
 
+def headline_scores(scores: dict) -> tuple[float | None, float | None]:
+    """The `(IoU, Dice)` a model is judged and its checkpoints picked by.
+
+    Args:
+        scores: `per_class_scores` output.
+
+    Returns:
+        The foreground means where class 0 is `_background_` (nuclei:
+        background is easy and would flatter), else the means over every
+        class (mIoU, as street-scene benchmarks report).
+    """
+    if scores.get("background", True):
+        return scores["foreground_iou"], scores["foreground_dice"]
+    return scores["mean_iou"], scores["mean_dice"]
+
+
 def image_foreground_dice(scores: dict) -> float:
-    """The foreground Dice by which an image is ranked or averaged.
+    """The Dice by which an image is ranked or averaged.
 
     Args:
         scores: The image's `per_class_scores`.
 
     Returns:
-        Its `foreground_dice`, or 1 where neither the truth nor the
-        prediction has any foreground (nothing to find, nothing found).
+        Its headline Dice (`headline_scores`: the foreground Dice, or the
+        mean Dice of a dataset without background), or 1 where neither
+        the truth nor the prediction has any of those classes (nothing to
+        find, nothing found).
     """
-    return 1.0 if scores["foreground_dice"] is None else scores["foreground_dice"]
+    _, dice = headline_scores(scores)
+    return 1.0 if dice is None else dice
 
 
 def format_scores(scores: dict) -> str:
@@ -130,9 +158,14 @@ def format_scores(scores: dict) -> str:
             f"{_cell(s['precision']):>7}{_cell(s['recall']):>7}{s['pixels']:>11}"
         )
     lines.append(
-        f"pixel accuracy {_cell(scores['pixel_accuracy'])}   mean IoU "
-        f"{_cell(scores['mean_iou'])}   mean Dice {_cell(scores['mean_dice'])}"
+        f"mean IoU {_cell(scores['mean_iou'])}   mean Dice {_cell(scores['mean_dice'])}   "
+        f"pixel accuracy {_cell(scores['pixel_accuracy'])}   class accuracy "
+        f"{_cell(scores.get('class_accuracy'))}"
     )
+    if scores.get("foreground_dice") is not None:
+        lines.append(f"foreground (classes but {BACKGROUND_LABEL}): IoU "
+                     f"{_cell(scores['foreground_iou'])}   Dice "
+                     f"{_cell(scores['foreground_dice'])}")
     return "\n".join(lines)
 
 
@@ -141,13 +174,23 @@ def _cell(value) -> str:
 
 
 def format_confusion(matrix: np.ndarray, names: list[str]) -> str:
-    """The confusion matrix as a text table (rows truth, columns prediction)."""
-    width = max(8, max(len(n) for n in names) + 1)
-    head = " " * width + "".join(f"{n[:width - 1]:>{width}}" for n in names)
-    lines = [head] + [
-        f"{names[i][:width - 1]:<{width}}" + "".join(f"{int(v):>{width}}" for v in row)
-        for i, row in enumerate(np.asarray(matrix))
-    ]
+    """The confusion matrix as a text table that stays readable with many classes.
+
+    Rows are true classes (id and name), columns predicted class ids; each
+    cell is the percentage of the row's pixels, so rows sum to 100 and the
+    diagonal is each class's recall; the last column is the row's pixels.
+    """
+    matrix = np.asarray(matrix, np.int64)
+    label = max(12, min(24, max(len(n) for n in names) + 5))
+    cell = 6
+    head = "truth / predicted".ljust(label) + "".join(
+        f"{i:>{cell}}" for i in range(len(names))) + f"{'pixels':>12}"
+    lines = [head]
+    for i, row in enumerate(matrix):
+        total = row.sum()
+        shares = "".join(f"{100 * v / total:>{cell}.1f}" if total else f"{'-':>{cell}}"
+                         for v in row)
+        lines.append(f"{f'{i:>3} {names[i]}'[:label - 1]:<{label}}{shares}{int(total):>12}")
     return "\n".join(lines)
 
 

@@ -163,6 +163,7 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
         masks_dir=config.masks_dir,
         labels=config.labels,
         foreground_value=config.foreground_value,
+        ignore_index=config.ignore_index,
     )
     check_dataset(dataset, instances=config.target == "instances" or config.border_weights)
     return split_dataset(dataset, config.val_fraction, config.seed, config.validation_names())

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from keras_unet.instances import BOUNDARY_WIDTH, boundary_target
 from keras_unet.labels import IGNORE_ID
-from keras_unet.readers import read_instances, read_mask
+from keras_unet.readers import read_instances
 
 
 def border_weight_map(
@@ -91,7 +91,7 @@ def border_weight_maps(
     maps = []
     for index in tqdm(range(len(dataset.masks)), desc="border weights", unit="image",
                       disable=None if progress else True):
-        mask = read_mask(dataset.masks[index], dataset.foreground_value)
+        mask = dataset.read_mask(index)
         ignore = mask == IGNORE_ID
         weights = border_weight_map(read_instances(dataset.instances[index]), table,
                                     np.where(ignore, 0, mask), w0=w0, sigma=sigma)
@@ -120,7 +120,7 @@ def target_pixel_counts(
     """
     counts = np.zeros(256, np.int64)
     for index in range(len(dataset.masks)):
-        mask = read_mask(dataset.masks[index], dataset.foreground_value)
+        mask = dataset.read_mask(index)
         if target == "instances":
             mask = boundary_target(mask, read_instances(dataset.instances[index]),
                                    num_classes, width)

@@ -139,3 +139,21 @@ def run_oracle():
         return json.loads((out / "result.json").read_text())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def camvid_pairs(shared_datasets, tmp_path_factory) -> Path:
+    """Six real CamVid street scenes (480x360, ids 0..10, void 11) with the
+    dataset's own plain `labels.txt` (Sky, Building, ..., Unlabelled)."""
+    import shutil
+
+    source = shared_datasets / "camvid"
+    if not source.is_dir():
+        pytest.skip(f"CamVid not found at {source}")
+    out = tmp_path_factory.mktemp("camvid")
+    shutil.copy(source / "labels.txt", out / "labels.txt")
+    for sub in ("images", "masks"):
+        (out / sub).mkdir()
+        for path in sorted((source / "train" / sub).glob("*.png"))[:6]:
+            shutil.copy(path, out / sub / path.name)
+    return out

@@ -254,3 +254,33 @@ def test_bare_command_says_what_it_runs_and_version_is_known(capsys):
     # Train's flags are unset on the parser (the config decides): one default each.
     sampling = " ".join(output.split("--sampling {image,area}")[-1].split()[:14])
     assert "(default: image)" in sampling and "(default: None)" not in output
+
+
+def test_train_help_lists_the_backbones(capsys):
+    code, out = run(["train", "--help"], capsys)
+    assert code == 0
+    assert all(name in out for name in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"))
+    assert "--ignore-index" in out and "--freeze-encoder" in out
+
+
+def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
+        camvid_pairs, tmp_path, capsys):
+    """CamVid's plain labels.txt and void id 11, a backbone from the command line."""
+    code, out = run(["train", "--data", camvid_pairs, "--work-dir", tmp_path / "run",
+                     "--ignore-index", 11, "--backbone", "mobilenet_v3_small",
+                     "--freeze-encoder", "--unfreeze-epoch", 2, "--epochs", 2,
+                     "--steps-per-epoch", 1, "--crop-size", 64, "--batch-size", 2,
+                     "--filters", 4, "--no-tensorboard", "--val-fraction", 0.34], capsys)
+    assert code == 0, out
+    names = (camvid_pairs / "labels.txt").read_text().splitlines()[:11]
+    assert (tmp_path / "run" / "labels.txt").read_text().splitlines() == names  # no shift
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["ignore_index"] == 11 and config["model"]["backbone"] == "mobilenet_v3_small"
+    assert config["model"]["freeze_encoder"] is True and config["unfreeze_epoch"] == 2
+    assert "Sky" in out and "class accuracy" in out and "foreground" not in out
+    code, out = run(["evaluate", tmp_path / "run" / "checkpoints" / "best.keras",
+                     "--output", tmp_path / "eval"], capsys)
+    assert code == 0, out
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert list(scores["classes"]) == names and scores["foreground_dice"] is None
+    assert 0 <= scores["class_accuracy"] <= 1 and "Unlabelled" not in out

@@ -22,7 +22,7 @@ def test_confusion_matrix_matches_hand_count():
 
 
 def test_per_class_scores_from_the_matrix():
-    scores = per_class_scores(CM, ["bg", "a", "b"])
+    scores = per_class_scores(CM, ["_background_", "a", "b"])
     a = scores["classes"]["a"]
     assert a["iou"] == pytest.approx(2 / 4) and a["dice"] == pytest.approx(4 / 6)
     assert a["precision"] == pytest.approx(2 / 3) and a["recall"] == pytest.approx(2 / 3)
@@ -32,7 +32,7 @@ def test_per_class_scores_from_the_matrix():
 
 
 def test_absent_classes_are_undefined_not_zero():
-    scores = per_class_scores(np.array([[5, 0], [0, 0]]), ["bg", "x"])
+    scores = per_class_scores(np.array([[5, 0], [0, 0]]), ["_background_", "x"])
     assert scores["classes"]["x"]["iou"] is None and scores["mean_iou"] == 1.0
 
 

@@ -5,7 +5,14 @@ import PIL.Image
 import pytest
 
 from keras_unet.files import save_mask
-from keras_unet.labels import LabelMapError, label_ids, labels_text, make_label_list, read_labels
+from keras_unet.labels import (
+    LabelMapError,
+    apply_ignore_index,
+    label_ids,
+    labels_text,
+    make_label_list,
+    read_labels,
+)
 
 
 def test_labels_txt_follows_the_labelme_convention(tmp_path):
@@ -61,3 +68,34 @@ def test_palette_masks_read_as_class_ids_with_pil_and_tensorflow(tmp_path):
     # and the classes are visibly different colours
     colours = {tuple(c) for c in decoded.numpy().reshape(-1, 3)}
     assert len(colours) == len(np.unique(mask))
+
+
+def test_a_plain_list_numbers_its_classes_from_zero_whatever_the_names(shared_datasets):
+    names = read_labels(shared_datasets / "camvid" / "labels.txt")
+    assert names[0] == "Sky" and names[3] == "Road" and names[11] == "Unlabelled"
+    assert len(names) == 12 and "_background_" not in names
+
+
+def test_ignore_must_be_the_first_line_or_absent(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("Sky\n__ignore__\nRoad\n")
+    with pytest.raises(LabelMapError, match="__ignore__ must be the first line.*--ignore-index"):
+        read_labels(path)
+
+
+def test_both_forms_round_trip_through_labels_text(tmp_path):
+    for names in (["Sky", "Building", "Road"], ["_background_", "nucleus"]):
+        (tmp_path / "labels.txt").write_text(labels_text(names))
+        assert read_labels(tmp_path / "labels.txt") == names
+    assert labels_text(["Sky", "Road"]) == "Sky\nRoad\n"  # no __ignore__: no shift
+
+
+def test_a_trailing_void_id_is_not_a_class():
+    names = ["Sky", "Road", "Unlabelled"]
+    assert apply_ignore_index(names, 2) == ["Sky", "Road"]
+    assert apply_ignore_index(names, 11) == names  # a value past the map
+    assert apply_ignore_index(names, None) == names
+    with pytest.raises(LabelMapError, match="ignore_index 0 is class 'Sky' in the middle"):
+        apply_ignore_index(names, 0)
+    with pytest.raises(LabelMapError, match="expected a mask value 0..255"):
+        apply_ignore_index(names, 300)

@@ -85,3 +85,43 @@ def test_split_is_reproducible_and_explicit_lists_win(tmp_path):
     assert named.stems == ["p4", "p7"]
     with pytest.raises(DatasetError, match="not in the dataset"):
         split_dataset(dataset, val_names=["nope"])
+
+
+def raw(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+def test_a_plain_label_map_keeps_the_datasets_ids(camvid_pairs):
+    dataset = load_dataset(camvid_pairs)
+    assert dataset.names[:2] == ["Sky", "Building"] and dataset.num_classes == 12
+    assert not dataset.has_background
+    counts = check_dataset(dataset)
+    truth = sum(np.bincount(raw(m).ravel(), minlength=256) for m in dataset.masks)
+    assert counts == {i: int(n) for i, n in enumerate(truth) if n}  # no id moved
+
+
+def test_an_ignore_index_voids_the_id_without_touching_the_files(camvid_pairs):
+    before = [raw(m) for m in sorted((camvid_pairs / "masks").glob("*.png"))]
+    dataset = load_dataset(camvid_pairs, ignore_index=11)
+    assert dataset.names[-1] == "Bicyclist" and dataset.num_classes == 11
+    for index, original in enumerate(before):
+        mask = dataset.read_mask(index)
+        np.testing.assert_array_equal(mask == 255, original == 11)
+        np.testing.assert_array_equal(mask[original != 11], original[original != 11])
+    counts = check_dataset(dataset)
+    assert 11 not in counts and 255 not in counts
+    after = [raw(m) for m in sorted((camvid_pairs / "masks").glob("*.png"))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # The subsets of a split keep it.
+    train, val = split_dataset(dataset, 0.5)
+    assert train.ignore_index == val.ignore_index == 11
+
+
+def test_an_undeclared_void_value_lists_the_values_and_the_fix(camvid_pairs, tmp_path):
+    (tmp_path / "labels.txt").write_text(
+        "\n".join((camvid_pairs / "labels.txt").read_text().splitlines()[:11]) + "\n")
+    dataset = load_dataset(camvid_pairs, labels=tmp_path / "labels.txt")
+    with pytest.raises(DatasetError, match=r"mask values \[11\] are outside the label map "
+                                           r"\(ids 0..10: Sky, Building, .*values found: "
+                                           r"\[0, 1, .*--ignore-index 11"):
+        check_dataset(dataset)

@@ -8,6 +8,9 @@ from keras_unet.scores import (
     IOU_THRESHOLDS,
     ObjectScores,
     confusion,
+    format_confusion,
+    format_scores,
+    headline_scores,
     image_foreground_dice,
     object_scores,
     overlaps,
@@ -107,19 +110,51 @@ def test_confusion_refuses_shapes_and_ids_that_do_not_fit():
 
 def test_foreground_dice_averages_all_classes_but_background():
     matrix = np.array([[5, 1, 0], [1, 3, 0], [0, 0, 2]])
-    scores = per_class_scores(matrix, ["bg", "a", "b"])
+    scores = per_class_scores(matrix, ["_background_", "a", "b"])
     assert scores["foreground_dice"] == pytest.approx(np.mean([6 / 8, 1.0]))
 
 
 def test_an_image_with_no_foreground_on_either_side_ranks_as_perfect():
     empty = confusion(np.zeros((4, 4), int), np.zeros((4, 4), int), 2)
-    assert per_class_scores(empty, ["bg", "fg"])["foreground_dice"] is None
-    assert image_foreground_dice(per_class_scores(empty, ["bg", "fg"])) == 1.0
+    assert per_class_scores(empty, ["_background_", "fg"])["foreground_dice"] is None
+    assert image_foreground_dice(per_class_scores(empty, ["_background_", "fg"])) == 1.0
     truth = np.zeros((4, 4), int)
     truth[0, :2] = 1  # two true pixels, one found, one false alarm: 2 / (2 + 2)
     predicted = np.zeros((4, 4), int)
     predicted[0, 1:3] = 1
-    half = per_class_scores(confusion(truth, predicted, 2), ["bg", "fg"])
+    half = per_class_scores(confusion(truth, predicted, 2), ["_background_", "fg"])
     assert image_foreground_dice(half) == pytest.approx(0.5)
-    false_alarm = per_class_scores(confusion(np.zeros((4, 4), int), predicted, 2), ["bg", "fg"])
+    false_alarm = per_class_scores(confusion(np.zeros((4, 4), int), predicted, 2), ["_background_", "fg"])
     assert image_foreground_dice(false_alarm) == 0.0
+
+
+def test_multi_class_scores_as_benchmarks_report_them():
+    """A street-scene map (no _background_): by hand, from a 3x3 matrix."""
+    truth = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 255])
+    predicted = np.array([0, 0, 0, 1, 1, 1, 2, 2, 0, 1])  # the 255 pixel counts for nothing
+    matrix = confusion(truth, predicted, 3)
+    np.testing.assert_array_equal(matrix, [[3, 1, 0], [0, 2, 1], [1, 0, 1]])
+    scores = per_class_scores(matrix, ["Sky", "Road", "Car"])
+    iou = [3 / 5, 2 / 4, 1 / 3]  # tp / (row + column - tp)
+    assert [c["iou"] for c in scores["classes"].values()] == pytest.approx(iou)
+    assert scores["mean_iou"] == pytest.approx(np.mean(iou))
+    assert scores["pixel_accuracy"] == pytest.approx(6 / 9)
+    assert scores["class_accuracy"] == pytest.approx(np.mean([3 / 4, 2 / 3, 1 / 2]))
+    # No background class, so no foreground scores: the headline is mIoU.
+    assert scores["foreground_dice"] is None and not scores["background"]
+    assert headline_scores(scores)[0] == pytest.approx(np.mean(iou))
+    text = format_scores(scores)
+    assert "class accuracy  0.639" in text and "foreground" not in text
+
+
+def test_the_confusion_table_stays_readable_with_a_dozen_classes():
+    names = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+             "Car", "Pedestrian", "Bicyclist", "A-very-long-class-name-indeed"]
+    rng = np.random.default_rng(0)
+    matrix = rng.integers(0, 10**7, (12, 12))
+    lines = format_confusion(matrix, names).splitlines()
+    assert len(lines) == 13 and max(map(len, lines)) <= 110
+    row = lines[4].split()  # id 3, Road
+    assert row[:2] == ["3", "Road"] and int(row[-1]) == matrix[3].sum()
+    assert sum(map(float, row[2:-1])) == pytest.approx(100, abs=0.6)  # 12 roundings
+    assert float(row[2 + 3]) == pytest.approx(100 * matrix[3, 3] / matrix[3].sum(), abs=0.05)

@@ -1,11 +1,11 @@
 """Tests for keras_unet.weights: the border weight map and the target's pixel counts."""
 
-import types
 
 import numpy as np
 import PIL.Image
 import pytest
 
+from keras_unet.pairs import Dataset
 from keras_unet.weights import border_weight_map, target_pixel_counts
 
 
@@ -38,7 +38,7 @@ def test_target_pixel_counts_count_the_boundary_class(tmp_path):
     ids[2:6, 2:5], ids[2:6, 5:8] = 1, 2
     PIL.Image.fromarray((ids > 0).astype(np.uint8)).save(tmp_path / "mask.png")
     PIL.Image.fromarray(ids).save(tmp_path / "ids.png")
-    dataset = types.SimpleNamespace(masks=[tmp_path / "mask.png"],
-                                    instances=[tmp_path / "ids.png"], foreground_value=None)
+    dataset = Dataset([str(tmp_path / "image.png")], [str(tmp_path / "mask.png")],
+                      ["_background_", "nucleus"], instances=[str(tmp_path / "ids.png")])
     assert target_pixel_counts(dataset, 2, "instances", width=1) == {0: 76, 1: 4, 2: 20}
     assert target_pixel_counts(dataset, 2, "semantic") == {0: 76, 1: 24}

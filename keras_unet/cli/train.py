@@ -11,6 +11,8 @@ from keras_unet.cli.types import (
     positive_int,
 )
 
+from keras_unet.backbones import BACKBONES
+
 SAMPLE_DATASET = "datasets/nuclei (bundled)"
 
 # flag -> (TrainConfig field or "model.<build_unet option>", argparse kwargs)
@@ -21,6 +23,10 @@ TRAIN_FLAGS = {
     "--labels": ("labels", dict(help="labels.txt (default: the dataset's)")),
     "--foreground-value": ("foreground_value",
                            dict(type=non_negative_int, help="binary masks: fg value")),
+    "--ignore-index": ("ignore_index",
+                       dict(type=non_negative_int, metavar="ID",
+                            help="a void mask value (e.g. CamVid's 11): ignored in training and "
+                                 "scoring like 255, without rewriting the masks")),
     "--val-fraction": ("val_fraction", dict(type=open_fraction, help="validation share")),
     "--val-list": ("val_list", dict(help="file of validation pair names")),
     "--work-dir": ("work_dir", dict(help="run folder")),
@@ -68,6 +74,18 @@ TRAIN_FLAGS = {
     "--upsampling": ("model.upsampling", dict(choices=("transpose", "nearest", "bilinear"),
                                               help="decoder upsampling")),
     "--dropout": ("model.dropout", dict(type=float, help="dropout rate")),
+    "--backbone": ("model.backbone", dict(choices=tuple(BACKBONES), metavar="NAME",
+                                          help="a keras.applications encoder instead of the "
+                                               "U-Net's: " + ", ".join(BACKBONES))),
+    "--backbone-weights": ("model.backbone_weights",
+                           dict(metavar="WEIGHTS", help="--backbone: imagenet (downloaded) or "
+                                                        "a weights file (default: random)")),
+    "--unfreeze-epoch": ("unfreeze_epoch", dict(type=positive_int, metavar="N",
+                                                help="--freeze-encoder: train the encoder too "
+                                                     "from epoch N")),
+    "--unfreeze-lr-factor": ("unfreeze_lr_factor",
+                             dict(type=positive_float,
+                                  help="learning rate factor from --unfreeze-epoch")),
 }
 
 
@@ -101,6 +119,8 @@ def add_parsers(add) -> None:
         if source.get(field) is not None and "help" in kwargs:
             kwargs["help"] += f" (default: {source[field]})"
         tr.add_argument(flag, default=None, **kwargs)
+    tr.add_argument("--freeze-encoder", action="store_true",
+                    help="--backbone: keep the encoder's weights fixed (see --unfreeze-epoch)")
     tr.add_argument("--attention", action="store_true", help="attention gates")
     tr.add_argument("--residual", action="store_true", help="residual blocks")
     tr.add_argument("--input-normalization", choices=("per_image", "none"),
@@ -128,7 +148,7 @@ def config_from_args(args):
             model[key[6:]] = value
         else:
             overrides[key] = value
-    for flag in ("attention", "residual"):
+    for flag in ("attention", "residual", "freeze_encoder"):
         if getattr(args, flag):
             model[flag] = True
     if args.input_normalization:
