@@ -22,7 +22,6 @@ finished runs (delete the folder to retrain).
 """
 
 import argparse
-import copy
 import csv
 import json
 import math
@@ -33,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import quiet_tensorflow, save  # noqa: E402
+from common import quiet_tensorflow, recipe_with, save  # noqa: E402
 
 from keras_unet import files  # noqa: E402
 from keras_unet.config import STAIN_AUGMENTATION  # noqa: E402
@@ -112,27 +111,6 @@ def annotated_names(folder: Path) -> frozenset:
     return frozenset(p.stem for p in folder.glob("*.json"))
 
 
-def parse_value(text: str):
-    """`--set` values: JSON when it parses (numbers, booleans, lists), else text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def recipe_with(name: str, settings: list[str]) -> dict:
-    """The recipe with `key=value` / `model.key=value` overrides."""
-    recipe = copy.deepcopy(RECIPES[name])
-    for item in settings:
-        key, _, value = item.partition("=")
-        if "." in key:
-            section, sub = key.split(".", 1)
-            recipe.setdefault(section, {})[sub] = parse_value(value)
-        else:
-            recipe[key] = parse_value(value)
-    return recipe
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
@@ -162,7 +140,7 @@ def main():
 
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
     data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")
-    recipe = recipe_with(args.recipe, args.set)
+    recipe = recipe_with(RECIPES, args.recipe, args.set)
     try:  # a bad --set is named before anything trains
         configs = {mode: TrainConfig.from_values(
             dict(data=str(data), val_list=str(val_list), work_dir=str(work / mode),

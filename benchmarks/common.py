@@ -1,5 +1,6 @@
 """Shared helpers of the benchmark scripts: timing, tables, JSON results."""
 
+import copy
 import json
 import platform
 import time
@@ -55,3 +56,24 @@ def save(name: str, payload: dict) -> Path:
 
 def median(values) -> float:
     return float(np.median(values))
+
+
+def parse_value(text: str):
+    """`--set` values: JSON when it parses (numbers, booleans, lists), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def recipe_with(recipes: dict, name: str, settings: list[str]) -> dict:
+    """Recipe `name` of `recipes` with `key=value` / `model.key=value` overrides."""
+    recipe = copy.deepcopy(recipes[name])
+    for item in settings:
+        key, _, value = item.partition("=")
+        if "." in key:
+            section, sub = key.split(".", 1)
+            recipe.setdefault(section, {})[sub] = parse_value(value)
+        else:
+            recipe[key] = parse_value(value)
+    return recipe

@@ -50,7 +50,9 @@ class Augment:
     """Joint augmentation settings.
 
     Attributes:
-        flip: Random horizontal and vertical flips.
+        flip: Random horizontal flips, and vertical ones with `vertical_flip`.
+        vertical_flip: Flip upside down too (microscopy; not street scenes,
+            whose sky stays up).
         rotate90: Random multiples of 90 degrees.
         scale: `(low, high)` random zoom factor before the crop, or `None`.
         brightness: Max brightness shift (image only, on [0, 1] values).
@@ -65,6 +67,7 @@ class Augment:
     """
 
     flip: bool = True
+    vertical_flip: bool = True
     rotate90: bool = True
     scale: tuple[float, float] | None = (0.75, 1.33)
     brightness: float = 0.1
@@ -156,7 +159,8 @@ def augment(image, labels: dict, seed, size: int, settings: Augment):
     draws = tf.random.stateless_uniform([4], seeds[2])
     if settings.flip:
         image, labels = _maybe(tf.image.flip_left_right, image, labels, draws[0] < 0.5)
-        image, labels = _maybe(tf.image.flip_up_down, image, labels, draws[1] < 0.5)
+        image, labels = _maybe(tf.image.flip_up_down, image, labels,
+                               (draws[1] < 0.5) & settings.vertical_flip)
     if settings.rotate90:
         k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
         image, labels = _apply(lambda x: tf.image.rot90(x, k), image, labels)
