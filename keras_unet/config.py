@@ -238,6 +238,10 @@ class TrainConfig:
                 raise ConfigError(f"{self.oversample}: line {line} must be `name,times` with "
                                   f"a whole number of times, got {','.join(row)!r}")
             times[row[0].strip()] = int(row[1])
+            if times[row[0].strip()] > MAX_OVERSAMPLE:
+                raise ConfigError(f"{self.oversample}: line {line}: {row[1].strip()} times is "
+                                  f"more than {MAX_OVERSAMPLE} (every draw of a pass is "
+                                  "held in the shuffle buffer)")
         unknown = sorted(set(times) - set(names))
         if unknown:
             raise ConfigError(f"{self.oversample}: names no training pair: {unknown[:5]}")
@@ -273,6 +277,9 @@ class TrainConfig:
                              ("boundary_width", 1),
                              ("early_stopping", 0), ("tfrecord_shards", 0), ("seed", 0)):
             integer(key, minimum)
+        if self.boundary_width > MAX_BOUNDARY_WIDTH:
+            fail("boundary_width", f"at most {MAX_BOUNDARY_WIDTH} pixels (wider boundaries "
+                 "leave objects no interior to seed them)")
         integer("steps_per_epoch", 1, optional=True)
         integer("ignore_index", 0, optional=True)
         if self.ignore_index is not None and self.ignore_index > 255:
@@ -285,8 +292,10 @@ class TrainConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 fail(key, "a positive number")
         if self.time_budget is not None and not (
-                isinstance(self.time_budget, (int, float)) and self.time_budget > 0):
-            fail("time_budget", "a positive number of minutes")
+                isinstance(self.time_budget, (int, float)) and not isinstance(
+                    self.time_budget, bool)
+                and math.isfinite(self.time_budget) and self.time_budget > 0):
+            fail("time_budget", "a positive, finite number of minutes")
         choices = {"target": TARGETS, "channels": (1, 3), "schedule": ("cosine", "constant"),
                    "loss": tuple(LOSSES), "class_weighting": ("none", "median_frequency"),
                    "sampling": SAMPLINGS,
@@ -321,7 +330,8 @@ def _read_text(path: str | os.PathLike, what: str) -> str:
             and `what` it is.
     """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (as Excel writes CSV) is not text.
+        return Path(path).read_text(encoding="utf-8-sig")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the {what} ({err.strerror})") from None
     except UnicodeDecodeError:
@@ -329,7 +339,11 @@ def _read_text(path: str | os.PathLike, what: str) -> str:
 
 
 PATH_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "init_from",
-             "oversample")
+             "oversample", "work_dir")
+# Wider boundaries leave typical objects no interior (and cost time).
+MAX_BOUNDARY_WIDTH = 16
+# The most times one pair may be drawn per pass (the shuffle buffer holds them).
+MAX_OVERSAMPLE = 1000
 
 
 def absolute_paths(values: dict, base: str | os.PathLike | None = None) -> dict:

@@ -156,8 +156,9 @@ def labelme_to_masks(
         A `ConversionSummary`; `summary.errors` lists the bad files.
 
     Raises:
-        LabelMeError: If `input_dir` or the labels file does not exist, or
-            with `strict=True`, for the first bad file.
+        LabelMeError: If `input_dir` or the labels file does not exist,
+            `input_dir` holds no `.json` file, or with `strict=True`, for the
+            first bad file.
         OSError: If `output_dir` cannot be created or written (the message
             names it).
         keras_unet.labels.LabelMapError: If the label map is invalid (e.g.
@@ -169,8 +170,11 @@ def labelme_to_masks(
                            else "not a folder (give the folder that holds the .json files)")
     if isinstance(labels, (str, os.PathLike)) and not Path(labels).is_file():
         raise LabelMeError(labels, "labels file not found")
-    files.check_writable_folder(output_dir)
     paths = find_json_files(input_dir, exclude=output_dir)
+    if not paths:
+        raise LabelMeError(input_dir, "no LabelMe .json files in this folder or below it "
+                                      "(nothing to convert)")
+    files.check_writable_folder(output_dir)
     summary = ConversionSummary(files=len(paths))
     workers = workers or os.cpu_count() or 1
     workers = min(workers, len(paths))

@@ -632,9 +632,10 @@ def predict_files(
         raise InferenceError(f"{predictor.path}: LabelMe files need the class names: give "
                              "--labels")
     output_dir = Path(output_dir)
-    paths = list_images(source)
     root = Path(source) if Path(source).is_dir() else None
+    paths = _inputs(list_images(source), output_dir, root)
     summary = PredictionSummary()
+    paths = _without_clashes(paths, root, summary)
     bar = tqdm(paths, desc="predict", unit="image", disable=None if progress else True)
     for path in bar:
         try:
@@ -644,7 +645,7 @@ def predict_files(
             continue
         probs = predict_image(predictor, image, tile=tile, overlap=overlap, tta=tta,
                               progress=progress)
-        stem = path.relative_to(root).with_suffix("").as_posix() if root else path.stem
+        stem = _stem(path, root)
         objects = None
         if predictor.target == "instances":
             objects, object_classes = label_instances(probs, "instances", min_size=min_size)
@@ -672,6 +673,44 @@ def predict_files(
                 summary.labelme_written += 1
         summary.written += 1
     return summary
+
+
+# The folders `predict_files` writes into its output folder.
+OUTPUT_FOLDERS = ("masks", "overlays", "instances", "probabilities")
+
+
+def _inputs(paths: list[Path], output_dir: Path, root: Path | None) -> list[Path]:
+    """The images to predict: never what an earlier prediction wrote.
+
+    Raises:
+        InferenceError: If every image found is a prediction output.
+    """
+    written = [(output_dir / name).resolve() for name in OUTPUT_FOLDERS]
+    kept = [p for p in paths if not any(p.resolve().is_relative_to(w) for w in written)]
+    if not kept:
+        raise InferenceError(f"{root or paths[0]}: no images besides keras-unet's own outputs "
+                             f"({', '.join(OUTPUT_FOLDERS)}/ of {output_dir})")
+    return kept
+
+
+def _stem(path: Path, root: Path | None) -> str:
+    """The name of an image's outputs: its path below the input folder, no suffix."""
+    return path.relative_to(root).with_suffix("").as_posix() if root else path.stem
+
+
+def _without_clashes(paths: list[Path], root: Path | None,
+                     summary: PredictionSummary) -> list[Path]:
+    """Leaves out images whose outputs would overwrite each other's
+    (`a.png` and `a.jpg`), each reported as an error."""
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(_stem(path, root), []).append(path)
+    for stem, group in by_stem.items():
+        if len(group) > 1:
+            names = " and ".join(p.name for p in group)
+            summary.errors += [(str(p), f"{names} would write the same masks/{stem}.png: "
+                                        "rename one") for p in group]
+    return [p for p in paths if len(by_stem[_stem(p, root)]) == 1]
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

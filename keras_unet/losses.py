@@ -16,6 +16,8 @@ border weight map) therefore work as in any Keras loss. Region losses
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -139,6 +141,21 @@ def dice_map(probs, one_hot, valid, binary: bool, smooth: float):
     return tversky_map(probs, one_hot, valid, binary, 0.5, 0.5, smooth / 2)
 
 
+def _check_options(loss, **values) -> None:
+    """Refuses option values that would make the loss meaningless.
+
+    Raises:
+        ValueError: For a value that is not a finite number >= 0, or a
+            `smooth` that is not > 0 (it keeps an empty mask's Dice defined).
+    """
+    for name, value in values.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0 or (
+                name == "smooth" and value == 0):
+            expected = "a finite number > 0" if name == "smooth" else "a finite number >= 0"
+            raise ValueError(f"{type(loss).__name__}({name}={value!r}): expected {expected}")
+
+
 @keras.saving.register_keras_serializable(package="keras_unet")
 class CrossEntropyLoss(SegmentationLoss):
     """Binary or sparse categorical cross-entropy over valid pixels.
@@ -162,6 +179,7 @@ class FocalLoss(SegmentationLoss):
 
     def __init__(self, gamma: float = 2.0, **kwargs):
         super().__init__(**kwargs)
+        _check_options(self, gamma=gamma)
         self.gamma = gamma
 
     def pixel_loss(self, probs, log_probs, one_hot, valid, binary):
@@ -185,6 +203,7 @@ class TverskyLoss(SegmentationLoss):
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, **kwargs):
         super().__init__(**kwargs)
+        _check_options(self, alpha=alpha, beta=beta, smooth=smooth)
         self.alpha, self.beta, self.smooth = alpha, beta, smooth
 
     def pixel_loss(self, probs, log_probs, one_hot, valid, binary):
@@ -213,6 +232,7 @@ class DiceLoss(SegmentationLoss):
 
     def __init__(self, smooth: float = 1.0, **kwargs):
         super().__init__(**kwargs)
+        _check_options(self, smooth=smooth)
         self.smooth = smooth
 
     def pixel_loss(self, probs, log_probs, one_hot, valid, binary):
@@ -244,6 +264,7 @@ class DiceCELoss(SegmentationLoss):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _check_options(self, dice_weight=dice_weight, ce_weight=ce_weight, smooth=smooth)
         self.dice_weight, self.ce_weight, self.smooth = dice_weight, ce_weight, smooth
 
     def pixel_loss(self, probs, log_probs, one_hot, valid, binary):

@@ -35,9 +35,12 @@ def sparse_targets(y_true, ignore_class: int | None = None, num_classes: int | N
     Raises:
         ValueError: If concrete masks hold ids out of range.
     """
-    ids = ops.cast(ops.round(ops.convert_to_tensor(y_true)), "int32")
-    if len(ids.shape) == 4:
-        ids = ops.squeeze(ids, axis=-1)
+    values = ops.convert_to_tensor(y_true)
+    if len(values.shape) == 4:
+        values = ops.squeeze(values, axis=-1)
+    rounded = ops.round(values) if "float" in str(values.dtype) else values
+    fractional = ops.not_equal(rounded, values)  # 0.5 is no class id
+    ids = ops.cast(rounded, "int32")
     valid = ops.ones_like(ids, dtype="bool") if ignore_class is None else ops.not_equal(
         ids, ignore_class)
     if num_classes is None:
@@ -45,22 +48,31 @@ def sparse_targets(y_true, ignore_class: int | None = None, num_classes: int | N
     else:
         invalid = ops.logical_and(valid, ops.logical_or(ops.less(ids, 0),
                                                         ops.greater_equal(ids, num_classes)))
-        _refuse_concrete(ids, invalid, num_classes, ignore_class)
+        invalid = ops.logical_or(invalid, fractional)
+        _refuse_concrete(values, invalid, num_classes, ignore_class)
     ids = ops.where(ops.logical_or(ops.logical_not(valid), invalid), 0, ids)
     return ids, ops.cast(valid, "float32"), ops.cast(invalid, "float32")
 
 
-def _refuse_concrete(ids, invalid, num_classes: int, ignore_class) -> None:
-    """Raises for out-of-range ids when the tensors hold values (not tracing)."""
+def _refuse_concrete(values, invalid, num_classes: int, ignore_class) -> None:
+    """Raises for out-of-range or non-integer ids when the tensors hold
+    values (not tracing)."""
     try:
-        bad = np.asarray(ops.convert_to_numpy(ids))[np.asarray(ops.convert_to_numpy(invalid))]
+        bad = np.asarray(ops.convert_to_numpy(values))[
+            np.asarray(ops.convert_to_numpy(invalid))]
     except Exception:  # symbolic tensors (tf.function, jax.jit): checked in the graph
         return
-    if bad.size:
-        values = sorted({int(v) for v in bad.ravel()})
-        ignore = "" if ignore_class is None else f", and {ignore_class} = ignore"
-        raise ValueError(f"masks hold class ids {values[:5]} outside 0..{num_classes - 1} "
-                         f"(the model has {num_classes} classes{ignore})")
+    if not bad.size:
+        return
+    fractions = sorted({float(v) for v in bad.ravel() if v != np.round(v)})
+    if fractions:
+        raise ValueError(f"masks hold values {fractions[:5]} that are not class ids (whole "
+                         "numbers): masks of probabilities or interpolated masks? Resize "
+                         "masks with nearest neighbour")
+    ids = sorted({int(v) for v in bad.ravel()})
+    ignore = "" if ignore_class is None else f", and {ignore_class} = ignore"
+    raise ValueError(f"masks hold class ids {ids[:5]} outside 0..{num_classes - 1} "
+                     f"(the model has {num_classes} classes{ignore})")
 
 
 def check_shapes(y_true, y_pred) -> None:

@@ -239,6 +239,7 @@ def test_malformed_fields_are_per_file_errors_and_the_rest_converts(good_folder,
 
 @pytest.mark.parametrize("case, message", [
     ("missing_input", "input folder not found"),
+    ("empty_input", "no LabelMe .json files in this folder or below it"),
     ("input_is_a_file", "not a folder"),
     ("missing_labels", "labels file not found"),
     ("output_is_a_file", "the output path is a file, not a folder"),
@@ -249,6 +250,9 @@ def test_cli_input_and_output_mistakes_are_one_clear_line(good_folder, tmp_path,
     source, out, extra = good_folder, tmp_path / "out", []
     if case == "missing_input":
         source = tmp_path / "nowhere"
+    elif case == "empty_input":
+        source = tmp_path / "empty"
+        source.mkdir()
     elif case == "input_is_a_file":
         source = good_folder / "one.json"
     elif case == "missing_labels":
@@ -266,6 +270,8 @@ def test_cli_input_and_output_mistakes_are_one_clear_line(good_folder, tmp_path,
     assert code == 1
     assert message in captured.err and "Traceback" not in captured.err
     assert str(source if "input" in case else out).split("/")[-1] in captured.err
+    if case == "empty_input":
+        assert not out.exists()  # nothing written for nothing converted
 
 
 def test_more_classes_than_masks_hold_is_a_clear_error(tmp_path, capsys):

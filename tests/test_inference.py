@@ -147,3 +147,37 @@ def test_a_fresh_process_loads_every_model_build_unet_makes(tmp_path, run_python
     code = ("from keras_unet.inference import load_predictor; "
             f"p = load_predictor(r'{path}', labels=['bg', 'fg']); print(p.channels)")
     assert run_python(code).strip().splitlines()[-1] == "3"
+
+
+def test_predicting_into_the_input_folder_twice_never_reads_its_own_outputs(
+        small_fcn, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    small_fcn.save(model_path)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("a", "b"):
+        PIL.Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8)
+                            ).save(images / f"{name}.png")
+    for _ in range(2):
+        code = main(["predict", str(model_path), str(images), str(images)])
+        out = capsys.readouterr().out
+        assert code == 0 and "2 images predicted, 0 failed" in out
+    written = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    assert written == ["a.png", "b.png", "masks/a.png", "masks/b.png",
+                       "overlays/a.png", "overlays/b.png"]
+
+
+def test_images_that_would_share_outputs_are_reported_and_the_rest_predicted(
+        small_fcn, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    small_fcn.save(model_path)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    pixels = np.random.default_rng(2).integers(0, 255, (32, 32, 3), np.uint8)
+    for name in ("a.png", "a.jpg", "c.png"):
+        PIL.Image.fromarray(pixels).save(images / name)
+    code = main(["predict", str(model_path), str(images), str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1 and "1 images predicted, 2 failed" in captured.out
+    assert "a.jpg and a.png would write the same masks/a.png: rename one" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["c.png"]

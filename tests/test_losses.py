@@ -148,3 +148,23 @@ def test_out_of_range_ids_inside_a_compiled_function_give_a_nan_loss():
     p = np.full((1, 2, 2, 3), 1 / 3, "float32")
     assert np.isnan(float(traced(np.array([[[0, 5], [1, 255]]]), p)))
     assert np.isfinite(float(traced(np.array([[[0, 2], [1, 255]]]), p)))
+
+
+def test_masks_of_fractions_are_an_error_not_class_zero():
+    sigmoid = np.full((1, 2, 2, 1), 0.5, "float32")
+    with pytest.raises(ValueError, match=r"values \[0.5\] that are not class ids"):
+        DiceCELoss(ignore_class=255)(np.array([[[0.0, 0.5], [1.0, 1.0]]], "float32"), sigmoid)
+    # Whole numbers stored as floats are class ids.
+    assert np.isfinite(value(DiceCELoss(), np.array([[[0.0, 1.0], [1.0, 0.0]]]), sigmoid))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: DiceLoss(smooth=-1), r"DiceLoss\(smooth=-1\): expected a finite number > 0"),
+    (lambda: DiceLoss(smooth=0), r"smooth=0\): expected a finite number > 0"),
+    (lambda: TverskyLoss(alpha=float("nan")), r"alpha=nan\): expected a finite number >= 0"),
+    (lambda: FocalLoss(gamma=-2), r"FocalLoss\(gamma=-2\)"),
+    (lambda: DiceCELoss(ce_weight="1"), r"ce_weight='1'\)"),
+])
+def test_meaningless_loss_options_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -1,0 +1,37 @@
+"""Tests for keras_unet.config: config files and the checks of their values."""
+
+import pytest
+
+from keras_unet.config import ConfigError, TrainConfig
+
+
+def test_an_infinite_time_budget_is_refused_by_the_config_check(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: d\ntime_budget: .inf\n")
+    config = TrainConfig.from_file(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"time_budget \(--time-budget\) must be a positive, "
+                                          r"finite number of minutes, got inf"):
+        config.validate()
+
+
+def test_an_absurd_boundary_width_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="boundary_width .* at most 16 pixels"):
+        TrainConfig(data="d", boundary_width=1000).validate()
+    TrainConfig(data="d", boundary_width=16).validate()
+
+
+def test_an_oversampling_list_saved_by_excel_reads_and_huge_counts_are_refused(tmp_path):
+    csv = tmp_path / "times.csv"
+    csv.write_bytes("\ufeffname,times\na,3\n".encode("utf-8"))  # Excel's byte-order mark
+    assert TrainConfig(data="d", oversample=str(csv)).repeats(["a", "b"]) == [3, 1]
+    csv.write_text("name,times\na,1000000000\n")
+    with pytest.raises(ConfigError, match="line 1: 1000000000 times is more than 1000"):
+        TrainConfig(data="d", oversample=str(csv)).repeats(["a"])
+
+
+def test_every_relative_path_of_a_config_file_starts_at_the_file(tmp_path, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "c.yaml").write_text("data: data\nwork_dir: runs/x\n")
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig.from_file("project/c.yaml")
+    assert config.data == str(tmp_path / "project" / "data")
+    assert config.work_dir == str(tmp_path / "project" / "runs" / "x")
