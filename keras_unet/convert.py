@@ -175,6 +175,10 @@ def labelme_to_masks(
         raise LabelMeError(input_dir, "no LabelMe .json files in this folder or below it "
                                       "(nothing to convert)")
     files.check_writable_folder(output_dir)
+    stale = files.remove_stale_temporaries(output_dir)
+    if stale:
+        log.info("removed %d partial files that an interrupted conversion left in %s",
+                 stale, output_dir)
     summary = ConversionSummary(files=len(paths))
     workers = workers or os.cpu_count() or 1
     workers = min(workers, len(paths))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import zlib
 from collections.abc import Callable
@@ -12,6 +13,45 @@ import numpy as np
 import PIL.Image
 
 from keras_unet.labels import palette
+
+
+# The temporary name `atomic_write` gives a file: `.<stem>.<pid>-<token>.tmp<suffix>`.
+TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is a temporary file of `atomic_write` (never a user's file)."""
+    return bool(TEMPORARY.match(Path(path).name))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Deletes the temporary files that killed writers left below `folder`.
+
+    A temporary file whose writing process still runs is kept.
+
+    Args:
+        folder: The folder searched (recursively); it need not exist.
+
+    Returns:
+        How many files were deleted.
+    """
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp*") if Path(folder).is_dir() else []:
+        match = TEMPORARY.match(path.name)
+        if match and path.is_file() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_unet.errors import KerasUnetError
+from keras_unet.files import is_temporary
 from keras_unet.labels import (
     BACKGROUND_LABEL,
     IGNORE_ID,
@@ -102,7 +103,7 @@ def _files(folder: Path) -> dict[str, Path]:
     return {
         p.relative_to(folder).with_suffix("").as_posix(): p
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_temporary(p)
     }
 
 

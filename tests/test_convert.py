@@ -430,3 +430,23 @@ def test_the_bundled_sample_converts_back_to_its_source_masks(shared_datasets, n
         sample_ids = read_png(nuclei_dataset / "instances" / name).astype(np.int64)
         pairs = np.unique(np.stack([source_ids.ravel(), sample_ids.ravel()]), axis=1)
         assert len(pairs[0]) == len(np.unique(pairs[0])) == len(np.unique(pairs[1])), name
+
+
+def test_a_rerun_removes_what_a_killed_conversion_left_and_training_reads_no_leftover(
+        good_folder, tmp_path):
+    import subprocess
+    import sys
+
+    from keras_unet.pairs import load_dataset
+
+    out = tmp_path / "out"
+    labelme_to_masks(good_folder, out, workers=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # a finished pid
+    stale = out / "images" / f".one.{dead}-0123abcd.tmp.png"
+    live = out / "images" / f".one.{os.getpid()}-89abcdef.tmp.png"  # a writer still running
+    for path in (stale, live):
+        path.write_bytes(b"half a PNG")
+    assert len(load_dataset(out).images) == 2  # leftovers are no training pairs
+    labelme_to_masks(good_folder, out, workers=1)
+    assert not stale.exists() and live.exists()
