@@ -12,6 +12,7 @@
       log.csv                 one row per epoch
       curves.png              loss and Dice per epoch
       summary.json            validation scores of best.keras
+      .lock                   held by the training process using the folder
 
 An epoch counts as done once `state.json` says so. At the end of an epoch
 the model is saved to a new backup file, then `state.json` is replaced, both
@@ -24,6 +25,7 @@ derived files. A model with non-finite weights is never committed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -31,6 +33,9 @@ import json
 import math
 import os
 import shutil
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +128,37 @@ class RunFolder:
         self.curves = self.path / "curves.png"
         self.summary = self.path / "summary.json"
         self.tensorboard = self.path / "tensorboard"
+        self.lock_file = self.path / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the folder for one training process (an OS file lock).
+
+        The lock goes with the process: a killed run leaves no stale lock.
+        The lock file says who holds it.
+
+        Raises:
+            RunFolderError: If another process holds the folder, naming it.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.lock_file.read_text(encoding="utf-8", errors="replace").strip()
+            os.close(fd)
+            raise RunFolderError(
+                f"{self.path} is in use by another training run ({holder or 'unknown'}): "
+                "wait for it to end, or give another --work-dir") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (f"process {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def read_state(self) -> RunState | None:
         """The committed state, or `None` for a folder where no epoch was done.

@@ -263,7 +263,7 @@ def train(
         ConfigError: On a bad configuration value.
         keras_unet.pairs.DatasetError: On bad input data.
         keras_unet.runs.RunFolderError: If the run folder cannot be used as
-            asked (see `prepare_run`).
+            asked (see `prepare_run`), or another process is training in it.
         TrainingError: If the loss becomes NaN (the run folder keeps the last
             good epoch).
     """
@@ -272,6 +272,13 @@ def train(
     chief = _is_chief(strategy)
     run_dir = Path(config.work_dir)
     run = RunFolder(run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}")
+    with run.lock():  # a second command on the same folder is refused
+        return _train_locked(config, run, run_dir, strategy, chief, extra_callbacks, force)
+
+
+def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, chief: bool,
+                  extra_callbacks: list | None, force: bool) -> TrainResult:
+    """`train` in its run folder, which this process holds."""
     state = prepare_run(run, config, force)
     if state is not None and state.finished and config.epochs <= state.epochs_done:
         log.info("%s: finished before (%d epochs): nothing to train", run.path,

@@ -96,3 +96,34 @@ def test_history_csv_has_every_column_in_order_of_appearance():
     assert list(rows[0]) == ["epoch", "loss", "val_ap"]
     assert rows[0]["val_ap"] == "" and rows[1]["val_ap"] == "0.3"
     assert json.loads(json.dumps(RunState(epochs=3).__dict__))["epochs_done"] == 0
+
+
+def test_a_second_training_in_a_held_run_folder_is_refused_naming_the_holder(
+        tiny_nuclei, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from keras_unet.cli import main
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from keras_unet.runs import RunFolder\n"
+         f"with RunFolder({str(run)!r}).lock():\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(["train", "--data", str(tiny_nuclei), "--work-dir", str(run), "--epochs", "1",
+                     "--steps-per-epoch", "1", "--crop-size", "32", "--filters", "4",
+                     "--depth", "2", "--no-tensorboard"])
+        err = capsys.readouterr().err
+        assert code != 0 and f"is in use by another training run (process {holder.pid} on" in err
+        assert "Traceback" not in err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing else written
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock went with its process: the folder trains now.
+    code = main(["train", "--data", str(tiny_nuclei), "--work-dir", str(run), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--crop-size", "32", "--filters", "4", "--depth", "2",
+                 "--no-tensorboard"])
+    assert code == 0 and (run / "checkpoints" / "best.keras").is_file()
