@@ -304,6 +304,10 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 fail(key, "one of " + ", ".join(map(repr, allowed)))
+        if self.jit_compile == "on" and self.deterministic:
+            raise ConfigError("jit_compile on (--jit-compile) and deterministic "
+                              "(--deterministic) exclude each other: Keras compiles with XLA "
+                              "only without deterministic kernels")
         if not isinstance(self.model, dict) or not isinstance(self.augment, dict):
             raise ConfigError("model and augment must be mappings of options")
         options = {

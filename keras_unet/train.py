@@ -23,6 +23,7 @@ variable of each worker.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,8 +274,28 @@ def train(
     chief = _is_chief(strategy)
     run_dir = Path(config.work_dir)
     run = RunFolder(run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}")
-    with run.lock():  # a second command on the same folder is refused
+    with run.lock(), _op_determinism(config.deterministic):
+        # (a second command on the same folder is refused)
         return _train_locked(config, run, run_dir, strategy, chief, extra_callbacks, force)
+
+
+@contextlib.contextmanager
+def _op_determinism(enabled: bool):
+    """Deterministic TensorFlow kernels for one run, then as before.
+
+    TensorFlow's switch is global to the process and Keras refuses XLA while
+    it is on, so it must not outlive the run that asked for it.
+    """
+    from tensorflow.python.framework import config as tf_config  # the off switch
+
+    before = tf_config.is_op_determinism_enabled()
+    if enabled:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not before:
+            tf_config.disable_op_determinism()
 
 
 def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, chief: bool,
@@ -286,8 +308,6 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         return _result(run, state, initial_epoch=state.epochs_done, already_finished=True)
 
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
     train_set, val_set = load_training_data(config)
     names = train_set.names
     outputs = output_count(len(names), config.target)
@@ -363,7 +383,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
                 loss=get_loss(config.loss, ignore_class=IGNORE_ID),
                 metrics=[IoU(outputs, class_ids=foreground, ignore_class=IGNORE_ID),
                          Dice(outputs, class_ids=foreground, ignore_class=IGNORE_ID)],
-                jit_compile=_auto(config.jit_compile, gpu),
+                # Keras runs XLA only without op determinism.
+                jit_compile=_auto(config.jit_compile, gpu) and not config.deterministic,
             )
 
     if state is None:
@@ -444,18 +465,25 @@ def _phase_lr(config: TrainConfig, phases, index: int) -> tuple[float, int]:
 def _restore(model, backup: Path) -> None:
     """Loads committed weights and optimizer state into the compiled `model`.
 
+    The backup's weights file is read into the model as it is compiled for
+    this run, optimizer included: a mixed-precision run's loss-scale
+    optimizer (its scale and counters beside Adam's moments) comes back
+    whole, which rebuilding the optimizer from the saved config would not.
+
     Raises:
         keras_unet.runs.RunFolderError: If the backup does not fit the model.
     """
-    saved = keras.models.load_model(backup, compile=True)
-    model.set_weights(saved.get_weights())
     model.optimizer.build(model.trainable_variables)
-    mine, theirs = model.optimizer.variables, saved.optimizer.variables
-    if len(mine) != len(theirs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(backup)
+        except (ValueError, OSError) as err:
+            raise RunFolderError(f"{backup}: does not fit the model ({str(err)[:300]})") from None
+    skipped = [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
+    if skipped:
         raise RunFolderError(f"{backup}: its optimizer state does not fit the model "
-                             f"({len(theirs)} variables, {len(mine)} expected)")
-    for variable, value in zip(mine, theirs):
-        variable.assign(value)
+                             f"({skipped[0][:300]})")
 
 
 def _result(run: RunFolder, state: RunState, *, initial_epoch: int, validation=None,

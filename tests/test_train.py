@@ -168,8 +168,13 @@ train(TrainConfig(**config))
 """
 
 
-@pytest.mark.parametrize("kill_at", ["mid_epoch", "save"])
-def test_a_killed_run_leaves_loadable_files_and_resumes(tiny_nuclei, tmp_path, kill_at):
+# The GPU defaults (float16 compute, XLA), forced on, on the CPU.
+GPU_SETTINGS = dict(mixed_precision="on", jit_compile="on", deterministic=False)
+
+
+@pytest.mark.parametrize("kill_at, gpu", [("mid_epoch", False), ("save", False),
+                                          ("mid_epoch", True)])
+def test_a_killed_run_leaves_loadable_files_and_resumes(tiny_nuclei, tmp_path, kill_at, gpu):
     import signal
     import time
 
@@ -178,6 +183,7 @@ def test_a_killed_run_leaves_loadable_files_and_resumes(tiny_nuclei, tmp_path, k
                     epochs=4, steps_per_epoch=6, lr=1e-2, schedule="constant",
                     model=dict(TINY_MODEL), val_fraction=0.25, tensorboard=False,
                     verbose=0, deterministic=True)
+    settings.update(GPU_SETTINGS if gpu else {})
     child = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(settings), kill_at],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
@@ -275,14 +281,66 @@ def test_two_local_workers_train_and_agree_on_the_weights(tiny_nuclei, tmp_path)
     assert int(chief.optimizer.iterations.numpy()) == 4
 
 
+class OptimizerProbe(keras.callbacks.Callback):
+    """Records how the model is compiled and its optimizer state at the
+    start and end of `fit`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def _state(self):
+        return [np.array(v) for v in self.model.optimizer.variables]
+
+    def on_train_begin(self, logs=None):
+        self.seen["jit_compile"] = self.model.jit_compile
+        self.seen["optimizer"] = type(self.model.optimizer).__name__
+        self.seen["begin"] = self._state()
+
+    def on_train_end(self, logs=None):
+        self.seen["end"] = self._state()
+
+
 def test_mixed_precision_and_xla_path_trains_and_leaves_the_global_policy(tiny_nuclei, tmp_path):
-    """The GPU settings (float16 compute, XLA), forced on, on the CPU."""
-    result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=2,
-                               mixed_precision="on", jit_compile="on"))
+    """The GPU settings (float16 compute, XLA), forced on, on the CPU: XLA
+    really compiles the step (it did not, silently, with op determinism on)."""
+    import warnings
+
+    probe = OptimizerProbe()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=2,
+                                   **GPU_SETTINGS), extra_callbacks=[probe])
+    assert not [w for w in caught if "support `jit_compile=True`" in str(w.message)]
+    assert probe.seen["jit_compile"] is True
+    assert probe.seen["optimizer"] == "LossScaleOptimizer"
     assert np.isfinite(result.history["loss"]).all()
     assert result.model.get_layer("enc1_conv1").compute_dtype == "float16"
     assert result.model.output.dtype == "float32"  # the head runs in float32
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_mixed_precision_run_continues_with_its_whole_optimizer_state(tiny_nuclei, tmp_path):
+    """Continuing a finished run (more --epochs) brings back Adam's moments
+    and the loss scale, exactly as the last epoch left them."""
+    first, second = OptimizerProbe(), OptimizerProbe()
+    train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, **GPU_SETTINGS),
+          extra_callbacks=[first])
+    result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=2, **GPU_SETTINGS),
+                   extra_callbacks=[second])
+    assert result.initial_epoch == 1 and len(result.history["loss"]) == 2
+    assert len(second.seen["begin"]) == len(first.seen["end"]) > 0
+    for before, after in zip(first.seen["end"], second.seen["begin"]):
+        np.testing.assert_array_equal(before, after)
+    assert any(np.any(v != 0) for v in second.seen["begin"])  # a state, not zeros
+
+
+def test_xla_and_deterministic_kernels_together_are_a_config_error(tiny_nuclei, tmp_path):
+    from keras_unet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="exclude each other"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", jit_compile="on"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
