@@ -54,14 +54,26 @@ def shapes_fingerprint(shapes: list[dict]) -> str:
     return hashlib.sha256(json.dumps(summary).encode()).hexdigest()
 
 
+def document_fingerprint(document: dict) -> str:
+    """A fingerprint of everything in a LabelMe document but keras-unet's own
+    entry: shapes, descriptions, flags, image path and data."""
+    rest = {key: value for key, value in document.items() if key != KEY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def is_prediction(document: dict) -> bool:
-    """Whether a LabelMe document is an untouched keras-unet prediction."""
+    """Whether a LabelMe document is an untouched keras-unet prediction.
+
+    Any change by a person (a description, a flag, a point) makes it an
+    annotation. Files written before the whole-document fingerprint are
+    judged by their shapes.
+    """
     entry = document.get(KEY)
-    return (
-        isinstance(entry, dict)
-        and bool((document.get("flags") or {}).get(PREDICTED_FLAG))
-        and entry.get("shapes_sha256") == shapes_fingerprint(document.get("shapes") or [])
-    )
+    if not isinstance(entry, dict) or not (document.get("flags") or {}).get(PREDICTED_FLAG):
+        return False
+    if "document_sha256" in entry:
+        return entry["document_sha256"] == document_fingerprint(document)
+    return entry.get("shapes_sha256") == shapes_fingerprint(document.get("shapes") or [])
 
 
 @dataclass
@@ -135,6 +147,7 @@ class LabelMeOutput:
                 "shapes_sha256": shapes_fingerprint(shapes),
             }},
         )
+        document[KEY]["document_sha256"] = document_fingerprint(document)
         files.write_text(json_path, json.dumps(document, indent=1))
         return None
 

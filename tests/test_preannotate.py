@@ -185,11 +185,20 @@ def test_a_persons_annotation_is_never_overwritten(images, tmp_path):
     unticked = json.loads(others[1].read_text())
     unticked["flags"]["predicted"] = False
     others[1].write_text(json.dumps(unticked))
+    # ... and writes only a description on a third, a shape flag on a fourth
+    described = json.loads(others[2].read_text())
+    described["shapes"][0]["description"] = "checked: a dividing cell"
+    others[2].write_text(json.dumps(described))
+    flagged = json.loads(others[3].read_text())
+    flagged["shapes"][0]["flags"] = {"unsure": True}
+    others[3].write_text(json.dumps(flagged))
     summary = predict_files(threshold_predictor(), images, out,
                             labelme=LabelMeOutput(overwrite_predictions=True))
-    assert summary.labelme_written == len(others) - 2
+    assert summary.labelme_written == len(others) - 4
     assert json.loads(others[0].read_text()) == edited
     assert json.loads(others[1].read_text()) == unticked
+    assert json.loads(others[2].read_text()) == described
+    assert json.loads(others[3].read_text()) == flagged
     assert json.loads((out / f"{one}.json").read_text()) == human
 
 
