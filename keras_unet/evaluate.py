@@ -29,10 +29,9 @@ from keras_unet.pairs import (
     DatasetError,
     check_dataset,
     load_dataset,
-    split_dataset,
 )
 from keras_unet.readers import read_image, read_instances
-from keras_unet.runs import RunFolder
+from keras_unet.runs import RunFolder, run_split
 from keras_unet.scores import (
     ObjectScores,
     confusion,
@@ -162,8 +161,7 @@ def evaluation_pairs(
     if not same:
         raise DatasetError(f"--split {split}: the dataset is not the one {model_path} was "
                            "trained on, so it has no train/validation split; use --split all")
-    train, val = split_dataset(dataset, config.val_fraction, config.seed,
-                               config.validation_names())
+    train, val = run_split(config, dataset)
     chosen = val if split == "val" else train
     kind = "validation" if split == "val" else "training"
     return chosen, f"{kind} split of {run_folder}"

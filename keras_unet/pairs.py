@@ -271,6 +271,29 @@ def _check_pair(dataset: Dataset, index: int, instances: bool) -> np.ndarray:
     return values
 
 
+def split_by_names(
+    dataset: Dataset, train_names: list[str], val_names: list[str]
+) -> tuple[Dataset, Dataset, list[str], list[str]]:
+    """The pairs of a recorded split that the dataset still has.
+
+    Args:
+        dataset: The pairs now.
+        train_names: Training pair names (mask stems) as recorded.
+        val_names: Validation pair names as recorded.
+
+    Returns:
+        `(train, val, added, gone)`: the recorded pairs that exist, and the
+        names of pairs in neither list, and of recorded pairs that are gone.
+    """
+    stems = dataset.stems
+    train_set, val_set = set(train_names), set(val_names)
+    train = [i for i, s in enumerate(stems) if s in train_set]
+    val = [i for i, s in enumerate(stems) if s in val_set]
+    added = [s for s in stems if s not in train_set | val_set]
+    gone = sorted((train_set | val_set) - set(stems))
+    return dataset.subset(train), dataset.subset(val), added, gone
+
+
 def split_dataset(
     dataset: Dataset,
     val_fraction: float = 0.2,

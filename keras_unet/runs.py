@@ -12,6 +12,7 @@
       log.csv                 one row per epoch
       curves.png              loss and Dice per epoch
       summary.json            validation scores of best.keras
+      split.json              the training and validation pairs, by name
       .lock                   held by the training process using the folder
 
 An epoch counts as done once `state.json` says so. At the end of an epoch
@@ -30,6 +31,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -43,6 +45,9 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.errors import KerasUnetError
+from keras_unet.pairs import Dataset, DatasetError, split_by_names, split_dataset
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 
@@ -129,6 +134,7 @@ class RunFolder:
         self.summary = self.path / "summary.json"
         self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / ".lock"
+        self.split = self.path / "split.json"
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -234,10 +240,72 @@ class RunFolder:
     def clear(self) -> None:
         """Removes every training output (for `--force`): state, backups,
         checkpoints, log, curves, summary, TensorBoard logs."""
-        for path in (self.state, self.log, self.curves, self.summary):
+        for path in (self.state, self.log, self.curves, self.summary, self.split):
             path.unlink(missing_ok=True)
         for folder in (self.backups, self.checkpoints, self.tensorboard):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_split(config, dataset: Dataset) -> tuple[Dataset, Dataset]:
+    """The training and validation pairs of a run, as it recorded them.
+
+    A run records its split by pair name (`split.json`) when it starts and
+    keeps it: pairs added to the dataset later are left out (with a
+    warning), so a resumed run, `evaluate --split val` and an export never
+    score a training pair as validation. Without a record for this dataset
+    the split is drawn as `split_dataset` draws it.
+
+    Args:
+        config: The run's `TrainConfig` (`work_dir`, data paths, split
+            settings).
+        dataset: The dataset's pairs now.
+
+    Returns:
+        `(train, val)`.
+
+    Raises:
+        DatasetError: If every validation pair of the record is gone.
+    """
+    record = _read_split(RunFolder(config.work_dir).split, _data_key(config))
+    if record is None:
+        return split_dataset(dataset, config.val_fraction, config.seed,
+                             config.validation_names())
+    train, val, added, gone = split_by_names(dataset, record["train"], record["val"])
+    if added or gone:
+        log.warning("%s: the dataset changed since the run began (%d pairs added, %d gone): "
+                    "the run keeps its split (%d training, %d validation pairs); start a new "
+                    "run (--force, or another --work-dir) to train on the new pairs",
+                    config.work_dir, len(added), len(gone), len(train.images),
+                    len(val.images))
+    if not val.images:
+        raise DatasetError(f"{config.work_dir}: every validation pair the run recorded is gone "
+                           "from the dataset; start a new run (--force)")
+    return train, val
+
+
+def record_split(config, train: Dataset, val: Dataset) -> None:
+    """Writes the run's split (`split.json`) unless it is already recorded."""
+    path = RunFolder(config.work_dir).split
+    if not path.is_file():
+        files.write_text(path, json.dumps({"data": _data_key(config), "train": train.stems,
+                                           "val": val.stems}, indent=1) + "\n")
+
+
+def _data_key(config) -> str:
+    """Which dataset a config reads, as absolute paths."""
+    return "|".join(str(Path(p).resolve()) if p else ""
+                    for p in (config.data, config.images_dir, config.masks_dir))
+
+
+def _read_split(path: Path, data: str) -> dict | None:
+    """A recorded split of `data`, or `None` (none, another dataset's, or unreadable)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("data") != data:
+        return None
+    return record
 
 
 def history_csv(history: list[dict]) -> str:

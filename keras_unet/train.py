@@ -58,7 +58,6 @@ from keras_unet.pairs import (
     Dataset,
     check_dataset,
     load_dataset,
-    split_dataset,
 )
 from keras_unet.pipeline import (
     Augment,
@@ -68,7 +67,7 @@ from keras_unet.pipeline import (
     write_tfrecords,
 )
 from keras_unet.readers import image_size
-from keras_unet.runs import RunFolder, RunFolderError, RunState
+from keras_unet.runs import RunFolder, RunFolderError, RunState, record_split, run_split
 from keras_unet.weights import border_weight_maps, target_pixel_counts
 
 log = logging.getLogger(__name__)
@@ -168,7 +167,7 @@ def load_training_data(config: TrainConfig) -> tuple[Dataset, Dataset]:
         ignore_index=config.ignore_index,
     )
     check_dataset(dataset, instances=config.target == "instances" or config.border_weights)
-    return split_dataset(dataset, config.val_fraction, config.seed, config.validation_names())
+    return run_split(config, dataset)
 
 
 def draws_per_pass(config: TrainConfig, train_set: Dataset) -> list[int]:
@@ -309,6 +308,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
 
     keras.utils.set_random_seed(config.seed)
     train_set, val_set = load_training_data(config)
+    if chief:
+        record_split(config, train_set, val_set)
     names = train_set.names
     outputs = output_count(len(names), config.target)
     run.path.mkdir(parents=True, exist_ok=True)

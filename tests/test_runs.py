@@ -127,3 +127,29 @@ def test_a_second_training_in_a_held_run_folder_is_refused_naming_the_holder(
                  "--steps-per-epoch", "1", "--crop-size", "32", "--filters", "4", "--depth", "2",
                  "--no-tensorboard"])
     assert code == 0 and (run / "checkpoints" / "best.keras").is_file()
+
+
+def test_a_run_keeps_its_recorded_split_when_the_dataset_grows(tiny_nuclei, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from keras_unet.evaluate import evaluation_pairs
+    from keras_unet.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_nuclei, data)
+    settings = dict(data=str(data), work_dir=str(tmp_path / "run"), crop_size=32, batch_size=2,
+                    steps_per_epoch=1, model={"filters": 4, "depth": 2}, val_fraction=0.25,
+                    tensorboard=False, verbose=0)
+    train(TrainConfig(epochs=1, **settings))
+    recorded = json.loads((tmp_path / "run" / "split.json").read_text())
+    # A new pair, sorted first, shifts the random split of the folder as it is now.
+    for sub in ("images", "masks", "instances"):
+        source = sorted((data / sub).glob("*.png"))[-1]
+        shutil.copy(source, data / sub / "000_new.png")
+    with caplog.at_level(logging.WARNING, logger="keras_unet.runs"):
+        train(TrainConfig(epochs=2, **settings))
+    assert "the dataset changed since the run began (1 pairs added, 0 gone)" in caplog.text
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == recorded
+    val, _ = evaluation_pairs(tmp_path / "run" / "checkpoints" / "best.keras", split="val")
+    assert val.stems == recorded["val"] and "000_new" not in val.stems
