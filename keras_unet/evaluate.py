@@ -106,6 +106,7 @@ def evaluation_pairs(
     foreground_value: int | None = None,
     split: str | None = None,
     ignore_index: int | None = None,
+    model_names: list[str] | None = None,
 ) -> tuple[Dataset, str]:
     """The pairs to evaluate a model on, and which split they are.
 
@@ -125,14 +126,17 @@ def evaluation_pairs(
         split: `"val"`, `"train"` or `"all"` (default: see above).
         ignore_index: A void mask value, scored as ignore (default: the
             run's).
+        model_names: The model's class names: the label map of a dataset
+            that has none of its own (binary masks), and the one a dataset's
+            own map must equal.
 
     Returns:
         `(dataset, description)`, e.g. `"validation split of runs/x"`.
 
     Raises:
         keras_unet.pairs.DatasetError: If no dataset is given and the model
-            has no run, or a split is asked for a dataset that is not the
-            run's.
+            has no run, a split is asked for a dataset that is not the
+            run's, or the dataset's classes are not the model's.
     """
     model_path = Path(model_path)
     run_folder = next((f for f in (model_path.parent, model_path.parent.parent)
@@ -152,8 +156,15 @@ def evaluation_pairs(
         foreground_value = config.foreground_value
     if ignore_index is None and config is not None:
         ignore_index = config.ignore_index
-    dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, labels=labels,
+    own = labels is not None or (data is not None and (Path(data) / "labels.txt").is_file())
+    dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir,
+                           labels=labels if own else model_names,
                            foreground_value=foreground_value, ignore_index=ignore_index)
+    if model_names is not None and dataset.names != list(model_names):
+        raise DatasetError(
+            f"{labels or data or masks_dir}: the dataset's classes {dataset.names} are not the "
+            f"model's {list(model_names)} ({model_path}): the class ids would mean other "
+            "things; evaluate it on a dataset of its classes")
     same = config is not None and _same_pairs(dataset, config)
     split = split or ("val" if same else "all")
     if split == "all":

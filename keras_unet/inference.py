@@ -148,7 +148,7 @@ def load_predictor(
         run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         predictor = Predictor(lambda x: np.asarray(run(x)), fixed, channels,
                               model_multiple(model), str(path))
-        outputs, meta = model.output_shape[-1], _run_config(path)
+        outputs, meta = model.output_shape[-1], model_config(path)
     elif path.suffix == ".tflite":
         meta = _tflite_metadata(path)
         multiple = int(meta.get("input", {}).get("size_multiple", 1))
@@ -187,15 +187,19 @@ def target_from_outputs(outputs: int, names: list[str] | None) -> str:
     return "semantic"
 
 
-def _run_config(model_path: Path) -> dict:
-    """The run's `config.json` above a checkpoint (`run/checkpoints/x.keras`)."""
+def model_config(model_path: str | os.PathLike) -> dict:
+    """What a `.keras` file's folder says of it: the run's `config.json` above
+    a checkpoint (`run/checkpoints/x.keras`), or a bundled model's
+    `card.json` (both carry its `target`); `{}` when there is neither."""
+    model_path = Path(model_path)
     for folder in (model_path.parent, model_path.parent.parent):
-        config = folder / "config.json"
-        if config.is_file():
-            try:
-                return json.loads(config.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return {}
+        for name in ("config.json", "card.json"):
+            config = folder / name
+            if config.is_file():
+                try:
+                    return json.loads(config.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    return {}
     return {}
 
 

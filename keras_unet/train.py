@@ -48,7 +48,9 @@ from keras_unet.inference import (
     InferenceError,
     find_labels,
     load_keras_model,
+    model_config,
     output_count,
+    target_from_outputs,
 )
 from keras_unet.labels import IGNORE_ID, labels_text
 from keras_unet.losses import get_loss
@@ -568,9 +570,12 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             raise ConfigError(
                 f"--init-from {source}: its classes {earlier_names} are not this dataset's "
                 f"{names} (nor a prefix of them): the class ids would mean other things")
-    same_head = earlier.output_shape[-1] == model.output_shape[-1]
+    earlier_target = model_config(path).get("target") or target_from_outputs(
+        earlier.output_shape[-1], earlier_names)
+    # The head is reused only where every output channel means the same.
+    same_head = earlier_names == names and earlier_target == target
     for layer in model.layers:
-        if not layer.weights:
+        if not layer.weights or (layer.name == "head_conv" and not same_head):
             continue
         try:
             old = earlier.get_layer(layer.name)
@@ -587,10 +592,13 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
                               "model options (filters, depth, ...)")
     if same_head:
         log.info("initialized from %s", path)
+    elif earlier_names is None:
+        log.warning("initialized from %s with a new output head: it has no label map beside "
+                    "it (labels.txt), so what its outputs mean cannot be checked", path)
     else:
-        log.warning("initialized from %s with a new output head (%d outputs, %s target; it "
-                    "had %d): the new classes start untrained", path,
-                    model.output_shape[-1], target, earlier.output_shape[-1])
+        log.warning("initialized from %s with a new output head (%s target, classes %s; it "
+                    "had the %s target, classes %s): the output channels start untrained",
+                    path, target, names, earlier_target, earlier_names)
 
 
 def plot_curves(log_csv: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -284,3 +284,25 @@ def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert list(scores["classes"]) == names and scores["foreground_dice"] is None
     assert 0 <= scores["class_accuracy"] <= 1 and "Unlabelled" not in out
+
+
+def test_evaluate_refuses_a_dataset_whose_classes_are_not_the_models(
+        model_files, dataset, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(model_files / "good.keras", folder / "m.keras")
+    (folder / "labels.txt").write_text("_background_\nnucleus\n")
+    before = (dataset / "labels.txt").read_text()
+    code, output = run(["evaluate", folder / "m.keras", "--data", dataset,
+                        "--output", tmp_path / "eval"], capsys)
+    assert code == 1
+    assert ("the dataset's classes ['_background_', 'thing'] are not the model's "
+            "['_background_', 'nucleus']") in output
+    assert (dataset / "labels.txt").read_text() == before and not (tmp_path / "eval").exists()
+    # A dataset of binary masks with no label map of its own takes the model's.
+    (dataset / "labels.txt").unlink()
+    code, output = run(["evaluate", folder / "m.keras", "--data", dataset,
+                        "--foreground-value", 1, "--output", tmp_path / "eval"], capsys)
+    assert code == 0 and "nucleus" in output

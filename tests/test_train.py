@@ -531,3 +531,52 @@ def test_class_balancing_of_the_instance_target_weighs_the_boundary(
                           target="instances", class_weighting="median_frequency"))
     background, nucleus, boundary = class_weights_logged(caplog)
     assert boundary > nucleus > 0 and background > 0
+
+
+def test_an_instance_head_is_not_reused_for_a_semantic_class_of_the_same_channel_count(
+        tiny_nuclei, tmp_path, caplog):
+    """nuclei_dsb2018's channels are background, nucleus, boundary: a
+    background/nucleus/cytoplasm dataset gets a new head, and is told so."""
+    import shutil
+
+    from keras_unet import pretrained
+
+    card = pretrained.model_card("nuclei_dsb2018")
+    data = tmp_path / "three"
+    shutil.copytree(tiny_nuclei, data)
+    (data / "labels.txt").write_text("__ignore__\n_background_\nnucleus\ncytoplasm\n")
+    with caplog.at_level("WARNING", logger="keras_unet"):
+        train(tiny_config(data, tmp_path / "run", epochs=1, steps_per_epoch=1, lr=1e-9,
+                          model=card["model"], init_from="nuclei_dsb2018"),
+              extra_callbacks=[HeadProbe(probe := {})])
+    assert "new output head (semantic target, classes ['_background_', 'nucleus', " \
+           "'cytoplasm']; it had the instances target" in caplog.text
+    bundled = keras.models.load_model(pretrained.model_path("nuclei_dsb2018"))
+    reused = [np.array_equal(a, b) for a, b in
+              zip(probe["head"], bundled.get_layer("head_conv").get_weights())]
+    assert not any(reused)
+    assert np.array_equal(probe["enc1"], bundled.get_layer("enc1_conv1").get_weights()[0])
+
+
+class HeadProbe(keras.callbacks.Callback):
+    """Keeps the head's and the first convolution's weights as training starts."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def on_train_begin(self, logs=None):
+        self.seen["head"] = [w.copy() for w in self.model.get_layer("head_conv").get_weights()]
+        self.seen["enc1"] = self.model.get_layer("enc1_conv1").get_weights()[0].copy()
+
+
+def test_a_model_without_a_label_map_is_not_trusted_with_its_head(tiny_nuclei, tmp_path,
+                                                                   caplog):
+    import shutil
+
+    train(tiny_config(tiny_nuclei, tmp_path / "first", epochs=1))
+    shutil.copy(tmp_path / "first" / "checkpoints" / "best.keras", tmp_path / "bare.keras")
+    with caplog.at_level("WARNING", logger="keras_unet"):
+        train(tiny_config(tiny_nuclei, tmp_path / "second", epochs=1,
+                          init_from=str(tmp_path / "bare.keras")))
+    assert "it has no label map beside it (labels.txt)" in caplog.text

@@ -182,8 +182,8 @@ def evaluate(args) -> int:
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
     dataset, split = evaluation_pairs(
         args.model, data=args.data, images_dir=args.images, masks_dir=args.masks,
-        labels=args.labels or predictor.names, foreground_value=args.foreground_value,
-        split=args.split, ignore_index=args.ignore_index)
+        labels=args.labels, foreground_value=args.foreground_value,
+        split=args.split, ignore_index=args.ignore_index, model_names=predictor.names)
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
                               worst=args.worst, tta=args.tta, progress=True)
