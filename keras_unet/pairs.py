@@ -41,6 +41,10 @@ from keras_unet.readers import (
 )
 
 
+# Share of a mask's class pixels that its instance mask may disagree on.
+MAX_MISALIGNED = 0.02
+
+
 class DatasetError(KerasUnetError, ValueError):
     """A dataset that cannot be used; the message names the file."""
 
@@ -268,6 +272,15 @@ def _check_pair(dataset: Dataset, index: int, instances: bool) -> np.ndarray:
                 f"{dataset.instances[index]}: instance mask is {ids.shape[0]}x{ids.shape[1]} "
                 f"but its image {image_path} is {size[0]}x{size[1]}"
             )
+        labelled = mask != IGNORE_ID
+        objects, classes = (ids > 0) & labelled, (mask > 0) & labelled
+        apart = int((objects != classes).sum())
+        if apart > MAX_MISALIGNED * max(1, int(classes.sum())):
+            raise DatasetError(
+                f"{dataset.instances[index]}: the objects do not lie on the classes of "
+                f"{mask_path} ({apart} pixels are an object in one and background in the "
+                f"other, {apart / max(1, int(classes.sum())):.0%} of the class pixels): a "
+                "shifted, flipped or mismatched instance mask?")
     return values
 
 

@@ -125,3 +125,17 @@ def test_an_undeclared_void_value_lists_the_values_and_the_fix(camvid_pairs, tmp
                                            r"\(ids 0..10: Sky, Building, .*values found: "
                                            r"\[0, 1, .*--ignore-index 11"):
         check_dataset(dataset)
+
+
+def test_instance_masks_that_do_not_lie_on_their_class_masks_are_refused(tiny_nuclei, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_nuclei, data)
+    check_dataset(load_dataset(data), instances=True)  # as converted: they agree
+    path = sorted((data / "instances").glob("*.png"))[2]
+    ids = raw(path)
+    PIL.Image.fromarray(np.roll(ids, 6, axis=1)).save(path)  # shifted by 6 pixels
+    with pytest.raises(DatasetError, match=rf"{path.name}: the objects do not lie on the "
+                                           r"classes of .*a shifted, flipped or mismatched"):
+        check_dataset(load_dataset(data), instances=True)
