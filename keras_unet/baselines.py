@@ -158,7 +158,8 @@ def score_methods(
             result = evaluate_prediction(probs, truth, 2, target=predictor.target,
                                          true_instances=true_ids)
             results[name] = (result.confusion, result.objects)
-        for group in ("all", (groups or {}).get(stem)):
+        # dict.fromkeys: an image whose group is named "all" counts once.
+        for group in dict.fromkeys(("all", (groups or {}).get(stem))):
             if group is None:
                 continue
             for method, (matrix, objects) in results.items():

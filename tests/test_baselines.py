@@ -95,3 +95,9 @@ def test_pooled_dice_weighs_pixels_and_image_dice_weighs_images(tmp_path):
     assert table["unet"]["all"]["foreground_dice"] == pytest.approx(2 / 3)
     assert table["unet"]["all"]["image_dice"] == pytest.approx(0.5)
     assert "img Dice" in format_comparison(table)
+
+
+def test_an_image_of_a_group_named_all_counts_once(discs_dataset):
+    dataset, _ = discs_dataset
+    table = score_methods(dataset, None, {"a": "all", "b": "dark"})
+    assert table["otsu"]["all"]["images"] == 2 and table["otsu"]["dark"]["images"] == 1
