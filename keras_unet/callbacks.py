@@ -26,7 +26,7 @@ from keras_unet.inference import Predictor, model_multiple, predict_image
 from keras_unet.instances import boundary_target
 from keras_unet.pairs import Dataset
 from keras_unet.readers import read_image, read_instances
-from keras_unet.runs import RunFolder, RunState
+from keras_unet.runs import NAN_ADVICE, RunFolder, RunState
 from keras_unet.scores import ObjectScores, headline_scores
 
 
@@ -47,9 +47,7 @@ class NanGuard(keras.callbacks.Callback):
             self.message = (
                 f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch "
                 f"{batch + 1}: training stopped, and this epoch was not saved (the run "
-                "folder keeps the last good epoch). Lower the learning rate (--lr), check "
-                "that the masks hold only class ids of the label map, or turn mixed "
-                "precision off (--mixed-precision off)."
+                f"folder keeps the last good epoch). {NAN_ADVICE}"
             )
             self.model.stop_training = True
 

@@ -50,6 +50,10 @@ from keras_unet.pairs import Dataset, DatasetError, split_by_names, split_datase
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+# What to try when training diverges.
+NAN_ADVICE = ("Lower the learning rate (--lr), check that the masks hold only class ids of "
+              "the label map, or turn mixed precision off (--mixed-precision off); rerunning "
+              "the command continues from the last good epoch.")
 
 
 class RunFolderError(KerasUnetError, RuntimeError):
@@ -202,7 +206,8 @@ class RunFolder:
         bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w)).all()]
         if bad:
             raise RunFolderError(
-                f"not saving epoch {state.epochs_done}: non-finite weights in {bad[:3]}")
+                f"epoch {state.epochs_done + 1} ended with non-finite weights ({bad[:3]}): "
+                f"it was not saved, the run folder keeps the last good epoch. {NAN_ADVICE}")
         name = f"epoch-{state.epochs_done:04d}.keras"
         files.atomic_write(self.backups / name, model.save, durable=True)
         state.backup = f"{self.backups.name}/{name}"

@@ -306,7 +306,15 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     if state is not None and state.finished and config.epochs <= state.epochs_done:
         log.info("%s: finished before (%d epochs): nothing to train", run.path,
                  state.epochs_done)
-        return _result(run, state, initial_epoch=state.epochs_done, already_finished=True)
+        validation = None
+        if not run.summary.is_file():  # killed before it was written: score again
+            log.warning("%s: summary.json is missing; scoring the best model again", run.path)
+            _, val_set = load_training_data(config)
+            validation = Validation(val_set, channels=config.channels, target=config.target,
+                                    objects=bool(val_set.instances),
+                                    boundary_width=config.boundary_width)
+        return _result(run, state, initial_epoch=state.epochs_done, validation=validation,
+                       already_finished=True)
 
     keras.utils.set_random_seed(config.seed)
     train_set, val_set = load_training_data(config)
@@ -400,6 +408,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         if state.finished or not config.time_budget:  # a budgeted run keeps its epochs
             state.epochs = max(config.epochs, state.epochs_done)
         state.finished = state.stopped_early = False
+        _backup_of(run, state)  # before anything is touched
         run.remove_leftovers()
         run.publish(state)  # finishes what a killed process left undone
     start_epoch = state.epochs_done
@@ -410,7 +419,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         model.get_layer("encoder").trainable = True
     compile_model(*_phase_lr(config, phases, current))
     if start_epoch:
-        _restore(model, run.path / state.backup)
+        _restore(model, _backup_of(run, state))
         log.info("%s: continuing at epoch %d of %d", run.path, start_epoch + 1, state.epochs)
 
     guard = NanGuard()
@@ -463,6 +472,23 @@ def _phase_lr(config: TrainConfig, phases, index: int) -> tuple[float, int]:
     start, end = phases[index]
     factor = config.unfreeze_lr_factor if index else 1.0
     return config.lr * factor, end - start
+
+
+def _backup_of(run: RunFolder, state: RunState) -> Path | None:
+    """The checkpoint `state.json` names for a run to continue from.
+
+    Raises:
+        keras_unet.runs.RunFolderError: If it is missing, saying what to do.
+    """
+    if not state.backup:
+        return None
+    backup = run.path / state.backup
+    if not backup.is_file():
+        raise RunFolderError(
+            f"{backup}: the checkpoint of epoch {state.epochs_done} that {run.state.name} "
+            "names is missing (deleted or moved?): put it back to continue the run, or start "
+            "over with --force")
+    return backup
 
 
 def _restore(model, backup: Path) -> None:

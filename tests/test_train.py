@@ -580,3 +580,32 @@ def test_a_model_without_a_label_map_is_not_trusted_with_its_head(tiny_nuclei, t
         train(tiny_config(tiny_nuclei, tmp_path / "second", epochs=1,
                           init_from=str(tmp_path / "bare.keras")))
     assert "it has no label map beside it (labels.txt)" in caplog.text
+
+
+def test_a_finished_run_killed_before_its_summary_is_scored_again(tiny_nuclei, tmp_path,
+                                                                  capsys):
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1)
+    first = train(config)
+    (tmp_path / "run" / "summary.json").unlink()  # as a kill just before writing it leaves
+    code = main(["train", "--config", str(tmp_path / "run" / "config.json"), "--epochs", "1"])
+    out = capsys.readouterr()
+    assert code == 0 and "this run finished before" in out.out, out.err
+    again = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert again["foreground_dice"] == pytest.approx(first.scores["foreground_dice"])
+
+
+def test_a_missing_checkpoint_named_by_the_state_says_what_to_do(tiny_nuclei, tmp_path,
+                                                                 capsys):
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[Interrupt()])
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    (tmp_path / "run" / state["backup"]).unlink()
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()
+              and p.name != ".lock"}
+    code = main(["train", "--config", str(tmp_path / "run" / "config.json")])
+    err = capsys.readouterr().err
+    assert code != 0 and "the checkpoint of epoch 2 that state.json names is missing" in err
+    assert "put it back to continue the run, or start over with --force" in err
+    assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before  # nothing touched
