@@ -320,3 +320,28 @@ def test_int8_io_is_refused_for_a_standardizing_model(standardizing_model, held_
                       verification_images=verification, precision="int8", io_type="uint8",
                       input_size=(128, 128), representative=(x[None] for x in calibration))
     assert not (tmp_path / "m.tflite").exists()
+
+
+SIZE_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+from keras_unet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_export_without_room_on_disk_names_the_folder(trained_run, tmp_path):
+    """No room for the converter's temporary SavedModel (a full disk, here a
+    file-size limit): one line that says where and what to do."""
+    import subprocess
+    import sys
+
+    run, _ = trained_run
+    out = subprocess.run([sys.executable, "-c", SIZE_LIMITED, "export", str(run),
+                          str(tmp_path / "out"), "--precision", "float32", "--input-size",
+                          "64"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1
+    assert "cannot write there (File too large)" in out.stderr and "TMPDIR" in out.stderr
+    assert "Traceback" not in out.stderr and "NoneType" not in out.stderr
+    assert not list((tmp_path / "out").glob("*.tflite"))

@@ -69,3 +69,16 @@ def test_a_writable_folder_check_names_a_file_in_the_way(tmp_path):
     with pytest.raises(NotADirectoryError, match="the output path is a file"):
         files.check_writable_folder(tmp_path / "out")
     assert files.check_writable_folder(tmp_path / "new" / "deep").is_dir()
+
+
+def test_a_write_that_fails_for_lack_of_room_names_the_file(tmp_path):
+    import errno
+
+    def too_large(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.EFBIG, "File too large")  # as a full disk says it: no name
+
+    with pytest.raises(OSError, match="File too large") as raised:
+        files.atomic_write(tmp_path / "masks" / "a.png", too_large)
+    assert raised.value.filename == str(tmp_path / "masks" / "a.png")
+    assert not list((tmp_path / "masks").iterdir())

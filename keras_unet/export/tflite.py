@@ -196,9 +196,33 @@ def convert(
                 return debugger.get_nondebug_quantized_model()
             return converter.convert()
     except Exception as err:  # the converter raises many types
-        raise ExportError(f"TFLite conversion failed: {err}") from None
+        _check_temporary_space()
+        first = str(err).strip().split("<unknown>", 1)[0].strip()[:300]
+        raise ExportError(f"TFLite conversion failed: {first} (--verbose shows the converter's "
+                          "log)") from None
     finally:
         log.debug("converter output:\n%s", printed.getvalue())
+
+
+def _check_temporary_space(probe_bytes: int = 1 << 20) -> None:
+    """Names a full (or size-limited) temporary folder, where the converter
+    writes its intermediate SavedModel and fails with cryptic errors.
+
+    Raises:
+        ExportError: If a probe file cannot be written there.
+    """
+    import tempfile
+
+    folder = tempfile.gettempdir()
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * probe_bytes)
+            probe.flush()
+    except OSError as err:
+        raise ExportError(
+            f"{folder}: cannot write there ({err.strerror or err}); the TFLite converter needs "
+            "room for a temporary copy of the model: free disk space, or point TMPDIR to a "
+            "folder that has some") from None
 
 
 def _float_nodes(model) -> list[str]:
