@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ def load_keras_model(path: str | os.PathLike, compile: bool = False):
     path = Path(path)
     if not path.is_file():
         raise InferenceError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise InferenceError(f"{path}: not a valid .keras model file (truncated or damaged: "
+                             "a .keras file is a zip archive, and this one is not whole)")
     import keras
 
     register_keras_objects()

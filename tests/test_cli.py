@@ -158,6 +158,18 @@ def test_a_damaged_model_file_is_named_not_a_traceback(model_files, dataset, tmp
             "export": ["export", model, tmp_path / "out", "--data", dataset]}[command]
     code, output = run(args, capsys)
     assert code == 1 and f"{damage}.keras: not a valid .keras model file" in output
+    assert "File not found" not in output  # Keras' word for a damaged zip misleads
+    assert "truncated or damaged" in output
+
+
+def test_a_folder_named_like_a_bundled_model_is_said_to_shadow_it(tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nuclei_dsb2018").mkdir()  # an empty folder of that name
+    (tmp_path / "img.png").write_bytes(b"")
+    code, output = run(["predict", "nuclei_dsb2018", tmp_path / "img.png", tmp_path / "out"],
+                       capsys)
+    assert code == 1 and "a file or folder of this name here is read, not the bundled" in output
 
 
 def test_a_model_whose_outputs_do_not_fit_the_labels_is_refused(model_files, dataset, tmp_path,

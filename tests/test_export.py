@@ -167,7 +167,7 @@ def test_a_runs_checkpoint_exports_with_the_runs_data_and_split(trained_run, tmp
     windows = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
     exported = load_predictor(report.path)(windows)
     np.testing.assert_allclose(exported[..., 1:], last.predict(windows, verbose=0), atol=1e-4)
-    with pytest.raises(ExportError, match="outside a run folder needs --data"):
+    with pytest.raises(ExportError, match="outside a run folder .a bundled one too. needs --data"):
         shutil.copy(run / "checkpoints/last.keras", tmp_path / "loose.keras")
         export_run(tmp_path / "loose.keras", tmp_path / "out", precisions=("float32",))
 

@@ -103,3 +103,26 @@ def test_predict_by_name_writes_the_objects_of_a_held_out_image(tmp_path):
     truth = len(read_annotation(SAMPLE_DATASET / f"{name}.json").shapes)
     found = len(np.unique(objects)) - 1
     assert objects.dtype == np.uint16 and 0.5 * truth <= found <= 1.5 * truth
+
+
+def test_a_bundled_model_keeps_its_target_whatever_labels_are_given(tiny_nuclei, tmp_path,
+                                                                    capsys):
+    """--labels of three classes cannot turn the instance model (background,
+    nucleus, boundary) into a three-class semantic one."""
+    (tmp_path / "labels3.txt").write_text("__ignore__\n_background_\nnucleus\ncytoplasm\n")
+    image = sorted((tiny_nuclei / "images").glob("*.png"))[0]
+    code = main(["predict", "nuclei_dsb2018", str(image), str(tmp_path / "out"),
+                 "--labels", str(tmp_path / "labels3.txt")])
+    err = capsys.readouterr().err
+    assert code == 1 and "instances models of 3 classes have 4" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bundled_model_exports_by_name_with_data(tiny_nuclei, tmp_path, capsys):
+    code = main(["export", "nuclei_dsb2018", str(tmp_path / "noData"), "--precision", "float32"])
+    assert code == 1 and "(a bundled one too) needs --data" in capsys.readouterr().err
+    code = main(["export", "nuclei_dsb2018", str(tmp_path / "out"), "--data", str(tiny_nuclei),
+                 "--precision", "float32", "--input-size", "64", "--verification-samples", "2"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "out" / "model_float32.json").read_text())
+    assert meta["target"] == "instances" and meta["labels"] == ["_background_", "nucleus"]

@@ -205,8 +205,8 @@ def _load_source(source: Path, data):
         raise ExportError(str(err)) from None
     if config is None:
         if data is None:
-            raise ExportError("a .keras model outside a run folder needs --data (a dataset "
-                              "folder)")
+            raise ExportError("a .keras model outside a run folder (a bundled one too) needs "
+                              "--data: a dataset folder to calibrate and verify the export on")
         config = TrainConfig(data=str(data), channels=model.input_shape[-1])
     elif data is not None:
         config = dataclasses.replace(config, data=str(data), images_dir=None, masks_dir=None)

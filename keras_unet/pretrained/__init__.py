@@ -19,12 +19,14 @@ directory takes precedence over a bundled name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from keras_unet.errors import KerasUnetError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 
 
 class PretrainedError(KerasUnetError, ValueError):
@@ -93,4 +95,8 @@ def resolve(model: str | os.PathLike) -> Path:
     Returns:
         The path to read the model from.
     """
+    if str(model) in available() and Path(model).exists():
+        log.warning("%s: a file or folder of this name here is read, not the bundled model of "
+                    "that name (rename it, or run from another folder, to use the bundled one)",
+                    model)
     return model_path(str(model)) if is_bundled_name(model) else Path(model)
