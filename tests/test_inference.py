@@ -76,14 +76,20 @@ def test_images_smaller_than_the_tile_work(small_fcn):
     assert out.shape == (20, 30, 3)
 
 
-def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, capsys):
+def model_and_images(model, tmp_path, names, size=(40, 50)):
+    """`(model file, folder)`: `model` saved and random RGB images of `names`."""
     model_path = tmp_path / "m.keras"
-    small_fcn.save(model_path)
+    model.save(model_path)
     images = tmp_path / "in"
     images.mkdir()
-    for name in ("a", "b"):
-        PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)
-                            ).save(images / f"{name}.png")
+    pixels = np.random.default_rng(0).integers(0, 255, (*size, 3), np.uint8)
+    for name in names:
+        PIL.Image.fromarray(pixels).save(images / name)
+    return model_path, images
+
+
+def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, capsys):
+    model_path, images = model_and_images(small_fcn, tmp_path, ("a.png", "b.png"))
     (images / "broken.png").write_bytes(b"no image")
     code = main(["predict", str(model_path), str(images), str(tmp_path / "out"),
                  "--probabilities"])
@@ -151,13 +157,7 @@ def test_a_fresh_process_loads_every_model_build_unet_makes(tmp_path, run_python
 
 def test_predicting_into_the_input_folder_twice_never_reads_its_own_outputs(
         small_fcn, tmp_path, capsys):
-    model_path = tmp_path / "m.keras"
-    small_fcn.save(model_path)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    for name in ("a", "b"):
-        PIL.Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8)
-                            ).save(images / f"{name}.png")
+    model_path, images = model_and_images(small_fcn, tmp_path, ("a.png", "b.png"), (32, 32))
     for _ in range(2):
         code = main(["predict", str(model_path), str(images), str(images)])
         out = capsys.readouterr().out
@@ -169,13 +169,8 @@ def test_predicting_into_the_input_folder_twice_never_reads_its_own_outputs(
 
 def test_images_that_would_share_outputs_are_reported_and_the_rest_predicted(
         small_fcn, tmp_path, capsys):
-    model_path = tmp_path / "m.keras"
-    small_fcn.save(model_path)
-    images = tmp_path / "imgs"
-    images.mkdir()
-    pixels = np.random.default_rng(2).integers(0, 255, (32, 32, 3), np.uint8)
-    for name in ("a.png", "a.jpg", "c.png"):
-        PIL.Image.fromarray(pixels).save(images / name)
+    model_path, images = model_and_images(small_fcn, tmp_path, ("a.png", "a.jpg", "c.png"),
+                                          (32, 32))
     code = main(["predict", str(model_path), str(images), str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 1 and "1 images predicted, 2 failed" in captured.out
