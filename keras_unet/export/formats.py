@@ -15,7 +15,8 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
-from keras_unet.export.metadata import FLOAT_IO, METADATA_NAME, sidecar
+from keras_unet.export.metadata import FLOAT_IO, METADATA_NAME, labels_file_text, sidecar
+from keras_unet.export.model_metadata import LABELS_FILE
 from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import exported_output_kind, fixed_size_model
 from keras_unet.export.verify import compare
@@ -109,7 +110,7 @@ def export_other(
     os.replace(tmp, output)
     sidecar_path = ""
     if meta is not None:
-        files.write_text(output.parent / "labels.txt", "\n".join(meta["output"]["labels"]) + "\n")
+        files.write_text(output.parent / LABELS_FILE, labels_file_text(meta))
         sidecar_path = str(output.with_suffix(".json"))
         files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     outputs = [output] if output.is_file() else [p for p in output.rglob("*") if p.is_file()]

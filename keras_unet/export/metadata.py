@@ -33,10 +33,13 @@ from keras_unet.export.model_metadata import (
     metadata_flatbuffer,
 )
 from keras_unet.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE
+from keras_unet.labels import BACKGROUND_LABEL
 
 METADATA_NAME = "keras_unet"
 # `io_details` of a model with float32 input and output.
 FLOAT_IO = {key: {"dtype": "float32", "quantization": None} for key in ("input", "output")}
+# The layer of a model's per-image standardization (`input_normalization`).
+PER_IMAGE_LAYER = "PerImageStandardization"
 # 8-bit pixels -> model input: x = (pixel - mean) / std.
 PIXEL_MEAN, PIXEL_STD = 0.0, 255.0
 
@@ -57,6 +60,11 @@ def category_labels(names: list[str], target: str = "semantic") -> list[str]:
         The labels, one per output channel.
     """
     return [*names, BOUNDARY_LABEL] if target == "instances" else list(names)
+
+
+def labels_file_text(meta: dict) -> str:
+    """The `labels.txt` of an export: one label per output channel, in order."""
+    return "\n".join(meta["output"]["labels"]) + "\n"
 
 
 def sidecar(
@@ -95,8 +103,8 @@ def sidecar(
     """
     _, height, width, channels = model.input_shape
     outputs = model.output_shape[-1]
-    in_graph = [layer.name for layer in _layers(model)
-                if type(layer).__name__ == "PerImageStandardization"]
+    in_graph = [layer.name for layer in nested_layers(model)
+                if type(layer).__name__ == PER_IMAGE_LAYER]
     meta = {
         "model": tflite_path.name,
         "format": fmt,
@@ -151,7 +159,7 @@ def _about(about: dict | None, names: list[str], target: str, precision: str) ->
     """The model card of the standard metadata, defaults filled in."""
     from keras_unet import __version__
 
-    classes = ", ".join(n for n in names if n != "_background_") or "none"
+    classes = ", ".join(n for n in names if n != BACKGROUND_LABEL) or "none"
     defaults = {
         "name": "keras-unet segmentation",
         "description": (f"U-Net image segmentation ({target} target, {precision}) made with "
@@ -163,12 +171,12 @@ def _about(about: dict | None, names: list[str], target: str, precision: str) ->
     return {**defaults, **{k: v for k, v in (about or {}).items() if v is not None}}
 
 
-def _layers(model):
+def nested_layers(model):
     """Every layer of a model, nested models' layers too."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _layers(layer)
+            yield from nested_layers(layer)
 
 
 def output_kind(model) -> str:
@@ -267,9 +275,8 @@ def embed_metadata(tflite_path: str | os.PathLike, meta: dict) -> None:
         kept.append(entry)
     model.metadata = kept
     flatbuffer_utils.write_model(model, str(tflite_path))
-    labels = "\n".join(meta["output"]["labels"]) + "\n"
     with open(tflite_path, "ab") as f:
-        f.write(associated_files_zip({LABELS_FILE: labels}))
+        f.write(associated_files_zip({LABELS_FILE: labels_file_text(meta)}))
 
 
 def read_metadata(tflite_path: str | os.PathLike) -> dict | None:

@@ -45,10 +45,13 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
+from keras_unet.export.model_metadata import LABELS_FILE
 from keras_unet.export.metadata import (
-    category_labels,
+    PER_IMAGE_LAYER,
     embed_metadata,
     io_details,
+    labels_file_text,
+    nested_layers,
     output_kind,
     sidecar,
 )
@@ -67,7 +70,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 # Layers an int8 model keeps in float32 (whole-image statistics).
-FLOAT_LAYERS = ("PerImageStandardization",)
+FLOAT_LAYERS = (PER_IMAGE_LAYER,)
 
 
 def fixed_size_model(model, input_size: tuple[int, int] | None):
@@ -234,13 +237,8 @@ def _float_nodes(model) -> list[str]:
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    def layers(m):
-        for layer in m.layers:
-            yield layer
-            if hasattr(layer, "layers"):
-                yield from layers(layer)
-
-    names = {layer.name for layer in layers(model) if type(layer).__name__ in FLOAT_LAYERS}
+    names = {layer.name for layer in nested_layers(model)
+             if type(layer).__name__ in FLOAT_LAYERS}
     if not names:
         return []
     pattern = re.compile("|".join(rf"{re.escape(n)}(_\d+)?" for n in sorted(names)))
@@ -394,8 +392,7 @@ def export_tflite(
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    files.write_text(output.parent / "labels.txt",
-                     "\n".join(category_labels(names, predictor.target)) + "\n")
+    files.write_text(output.parent / LABELS_FILE, labels_file_text(meta))
     sidecar_path = output.with_suffix(".json")
     files.write_text(sidecar_path, json.dumps(meta, indent=2) + "\n")
     report = ExportReport(str(output), precision, output.stat().st_size, ops, agreement,
