@@ -275,8 +275,7 @@ def train(
     chief = _is_chief(strategy)
     run_dir = Path(config.work_dir)
     run = RunFolder(run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}")
-    with run.lock(), _op_determinism(config.deterministic):
-        # (a second command on the same folder is refused)
+    with run.lock(), _op_determinism(config.deterministic):  # one process per folder
         return _train_locked(config, run, run_dir, strategy, chief, extra_callbacks, force)
 
 
@@ -398,6 +397,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
                 jit_compile=_auto(config.jit_compile, gpu) and not config.deterministic,
             )
 
+    backup = None
     if state is None:
         epochs = config.epochs
         if config.time_budget:
@@ -408,7 +408,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         if state.finished or not config.time_budget:  # a budgeted run keeps its epochs
             state.epochs = max(config.epochs, state.epochs_done)
         state.finished = state.stopped_early = False
-        _backup_of(run, state)  # before anything is touched
+        backup = _backup_of(run, state)  # checked before anything is touched
         run.remove_leftovers()
         run.publish(state)  # finishes what a killed process left undone
     start_epoch = state.epochs_done
@@ -419,7 +419,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         model.get_layer("encoder").trainable = True
     compile_model(*_phase_lr(config, phases, current))
     if start_epoch:
-        _restore(model, _backup_of(run, state))
+        _restore(model, backup)
         log.info("%s: continuing at epoch %d of %d", run.path, start_epoch + 1, state.epochs)
 
     guard = NanGuard()
