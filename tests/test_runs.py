@@ -56,7 +56,7 @@ def test_non_finite_weights_are_never_committed(tmp_path):
     head = model.get_layer("head_conv")
     head.kernel.assign(np.full(head.kernel.shape, np.nan, "float32"))
     state.record({"loss": float("nan"), "val_dice": 0.9}, examples=8)
-    with pytest.raises(RunFolderError, match="non-finite weights"):
+    with pytest.raises(RunFolderError, match="non-finite weights.*Lower the learning rate"):
         run.commit(state, model)
     assert run.state.read_bytes() == before
     assert same_weights(run.best, weights[0]) and same_weights(run.last, weights[0])
