@@ -134,8 +134,8 @@ def main():
 
     quiet_tensorflow()
     from keras_unet.baselines import format_comparison, score_methods
-    from keras_unet.inference import load_predictor
     from keras_unet.config import ConfigError
+    from keras_unet.inference import load_predictor
     from keras_unet.train import TrainConfig, load_training_data, train
 
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))

@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, save, table  # noqa: E402
 

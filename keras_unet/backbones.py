@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

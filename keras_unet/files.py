@@ -14,7 +14,6 @@ import PIL.Image
 
 from keras_unet.labels import palette
 
-
 # The temporary name `atomic_write` gives a file: `.<stem>.<pid>-<token>.tmp<suffix>`.
 TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
 

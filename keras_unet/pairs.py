@@ -40,7 +40,6 @@ from keras_unet.readers import (
     read_mask,
 )
 
-
 # Share of a mask's class pixels that its instance mask may disagree on.
 MAX_MISALIGNED = 0.02
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_unet import DiceCELoss, build_unet
-from keras_unet.backbones import BACKBONES, BackboneWeightsError, STRIDES, feature_layers
+from keras_unet.backbones import BACKBONES, STRIDES, BackboneWeightsError, feature_layers
 from keras_unet.export import ExportVerificationError
 
 SIZE = 64

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 PORTABLE_MODULES = ["tests/test_model.py", "tests/test_losses.py", "tests/test_metrics.py"]

@@ -3,6 +3,7 @@
 import numpy as np
 import PIL.Image
 import pytest
+from test_instances import touching_discs
 
 from keras_unet.baselines import (
     format_comparison,
@@ -14,8 +15,6 @@ from keras_unet.baselines import (
 from keras_unet.files import save_instances, save_mask
 from keras_unet.inference import Predictor
 from keras_unet.pairs import load_dataset
-
-from test_instances import touching_discs
 
 
 def test_otsu_matches_scikit_image():

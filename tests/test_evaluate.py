@@ -4,11 +4,11 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.pairs import load_dataset
 from keras_unet.evaluate import evaluate_dataset
-from keras_unet.scores import confusion, format_confusion, per_class_scores
 from keras_unet.files import save_mask
 from keras_unet.inference import Predictor
+from keras_unet.pairs import load_dataset
+from keras_unet.scores import confusion, format_confusion, per_class_scores
 
 TRUTH = np.array([[0, 0, 1, 1], [2, 2, 1, 255]])
 PRED = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])

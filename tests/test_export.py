@@ -214,9 +214,9 @@ def test_saved_model_export_is_verified(model, held_out, tmp_path):
 def test_onnx_export_runs_in_onnxruntime(model, held_out, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    from keras_unet.export import export_other
-
     import onnx
+
+    from keras_unet.export import export_other
 
     names, verification, _ = held_out
     report = export_other(model, tmp_path / "m.onnx", "onnx", names=names,

@@ -8,8 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_unet import (DiceCELoss, IoU, build_unet, output_size, size_multiple,
-                        valid_input_size)
+from keras_unet import DiceCELoss, IoU, build_unet, output_size, size_multiple, valid_input_size
 
 TINY = dict(filters=4, depth=2)
 

@@ -4,8 +4,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.pairs import DatasetError, check_dataset, load_dataset, split_dataset
 from keras_unet.files import save_mask
+from keras_unet.pairs import DatasetError, check_dataset, load_dataset, split_dataset
 
 
 def make_pairs(root, n=4, size=(16, 20), mask_values=(0, 1)):

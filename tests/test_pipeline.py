@@ -5,6 +5,8 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 
+from keras_unet.files import save_mask
+from keras_unet.pairs import load_dataset
 from keras_unet.pipeline import (
     Augment,
     area_repeats,
@@ -12,8 +14,6 @@ from keras_unet.pipeline import (
     make_dataset,
     pixel_weights,
 )
-from keras_unet.pairs import load_dataset
-from keras_unet.files import save_mask
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=None)
 

@@ -124,7 +124,8 @@ def test_an_image_with_no_foreground_on_either_side_ranks_as_perfect():
     predicted[0, 1:3] = 1
     half = per_class_scores(confusion(truth, predicted, 2), ["_background_", "fg"])
     assert image_foreground_dice(half) == pytest.approx(0.5)
-    false_alarm = per_class_scores(confusion(np.zeros((4, 4), int), predicted, 2), ["_background_", "fg"])
+    false_alarm = per_class_scores(confusion(np.zeros((4, 4), int), predicted, 2),
+                                   ["_background_", "fg"])
     assert image_foreground_dice(false_alarm) == 0.0
 
 

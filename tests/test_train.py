@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import PIL.Image
 import pytest
-
 from conftest import REPO
+
 from keras_unet.cli import main
 from keras_unet.train import TrainConfig, TrainingError, load_training_data, train
 

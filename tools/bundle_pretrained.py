@@ -14,10 +14,10 @@ SHA-256 of `model.keras`. The bundled nucleus model was made with
 
 import argparse
 import csv
-from collections import Counter
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from keras_unet.files import atomic_write, write_text

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_unet.backbones import BACKBONES
 from keras_unet.cli.types import (
     non_negative_int,
     open_fraction,
     positive_float,
     positive_int,
 )
-
-from keras_unet.backbones import BACKBONES
 
 SAMPLE_DATASET = "datasets/nuclei (bundled)"
 

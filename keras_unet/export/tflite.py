@@ -45,7 +45,6 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
-from keras_unet.export.model_metadata import LABELS_FILE
 from keras_unet.export.metadata import (
     PER_IMAGE_LAYER,
     embed_metadata,
@@ -55,6 +54,7 @@ from keras_unet.export.metadata import (
     output_kind,
     sidecar,
 )
+from keras_unet.export.model_metadata import LABELS_FILE
 from keras_unet.export.report import ExportReport
 from keras_unet.export.verify import (
     DEFAULT_AGREEMENT,
