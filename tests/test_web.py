@@ -93,6 +93,11 @@ def test_the_page_computes_predicts_mask_in_a_real_browser(
         ours = np.asarray(PIL.Image.open(tmp_path / "out" / "masks" / f"{i}.png"))
         agreement.append(mask == ours)
     assert np.mean(agreement) >= 0.9999
+    # As a person uses it: pick a file, and the overlay is drawn.
+    page.set_input_files("#file", str(images / "0.png"))
+    page.wait_for_function("document.getElementById('status').textContent.includes('0.png')",
+                           timeout=60_000)
+    assert page.evaluate("[view.style.display, view.width, view.height]") == ["block", 128, 128]
     assert 0.02 < np.mean([np.asarray(PIL.Image.open(p)) for p in
                            sorted((tmp_path / "out" / "masks").glob("*.png"))]) < 0.98
     page.close()
