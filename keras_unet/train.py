@@ -518,7 +518,11 @@ def _restore(model, backup: Path) -> None:
 def _result(run: RunFolder, state: RunState, *, initial_epoch: int, validation=None,
             plot: bool = True, already_finished: bool = False) -> TrainResult:
     """Loads the best model, scores it (once) and plots the curves."""
-    model = keras.models.load_model(run.best if run.best.is_file() else run.last)
+    with warnings.catch_warnings():
+        # A mixed-precision model's saved loss-scale optimizer does not fit the
+        # plain one Keras rebuilds from the config; scoring needs neither.
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        model = keras.models.load_model(run.best if run.best.is_file() else run.last)
     if validation is not None:
         scores = validation.score(model)
         scores = {k: v for k, v in scores.items() if not k.startswith("val_")}
