@@ -156,10 +156,9 @@ def evaluation_pairs(
         foreground_value = config.foreground_value
     if ignore_index is None and config is not None:
         ignore_index = config.ignore_index
-    own = labels is not None or (data is not None and (Path(data) / "labels.txt").is_file())
-    dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir,
-                           labels=labels if own else model_names,
-                           foreground_value=foreground_value, ignore_index=ignore_index)
+    dataset = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, labels=labels,
+                           foreground_value=foreground_value, ignore_index=ignore_index,
+                           default_labels=model_names)
     if model_names is not None and dataset.names != list(model_names):
         raise DatasetError(
             f"{labels or data or masks_dir}: the dataset's classes {dataset.names} are not the "

@@ -118,6 +118,7 @@ def load_dataset(
     labels: str | os.PathLike | list[str] | None = None,
     foreground_value: int | None = None,
     ignore_index: int | None = None,
+    default_labels: list[str] | None = None,
 ) -> Dataset:
     """Lists the image/mask pairs of a dataset folder.
 
@@ -130,6 +131,8 @@ def load_dataset(
         foreground_value: For binary masks, the value of the foreground.
         ignore_index: A void mask value (CamVid's 11), ignored like 255; a
             label map that names it as its last id loses that name.
+        default_labels: Class names for a dataset that has no label map of
+            its own (neither `labels` nor `root/labels.txt`), e.g. a model's.
 
     Returns:
         The `Dataset`.
@@ -171,6 +174,8 @@ def load_dataset(
             raise DatasetError(str(err)) from None
     elif labels is not None:
         names = list(labels)
+    elif default_labels is not None:
+        names = list(default_labels)
     elif foreground_value is not None:
         names = ["_background_", "foreground"]
     else:
