@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, recipe_with, save  # noqa: E402
 
 from keras_unet import files  # noqa: E402
-from keras_unet.config import STAIN_AUGMENTATION  # noqa: E402
+from keras_unet.training.config import STAIN_AUGMENTATION  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
@@ -43,7 +43,7 @@ SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 # Each recipe trains both modes; the CPU one fits 45 minutes on 2 cores in all.
 # Crops are drawn by area (large images are cropped as often as their area
 # holds crops), and the CPU recipe validates 12 times, not 20: validating
-# takes about as long as 100 training steps here (measured, see the README).
+# takes about as long as 100 training steps here (measured, see docs/benchmarks/accuracy.md).
 RECIPES = {
     "cpu": dict(
         channels=3, crop_size=128, batch_size=8, epochs=12, steps_per_epoch=250, lr=3e-3,
@@ -85,9 +85,9 @@ def balance_file(source: Path, path: Path, sqrt: bool = True,
                  exclude: frozenset = frozenset(), crop_size: int | None = None) -> Path:
     """`name,times` of the training images: each modality sqrt(n_largest / n)
     times (`sqrt`, else once), n counting its images, or its crops with
-    `crop_size` (area sampling, see `keras_unet.pipeline.area_repeats`), of
+    `crop_size` (area sampling, see `keras_unet.data.pipeline.area_repeats`), of
     the images trained on; the names in `exclude` 0 times (left out)."""
-    from keras_unet.pipeline import area_repeats
+    from keras_unet.data.pipeline import area_repeats
 
     with open(source / "metadata.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
@@ -133,10 +133,10 @@ def main():
         sys.exit(f"{source}: the DSB2018 subset is not there (../shared/datasets)")
 
     quiet_tensorflow()
-    from keras_unet.baselines import format_comparison, score_methods
-    from keras_unet.config import ConfigError
-    from keras_unet.inference import load_predictor
-    from keras_unet.train import TrainConfig, load_training_data, train
+    from keras_unet.evaluation.baselines import format_comparison, score_methods
+    from keras_unet.inference.predict import load_predictor
+    from keras_unet.training.config import ConfigError
+    from keras_unet.training.train import TrainConfig, load_training_data, train
 
     work = Path(args.work) / (args.recipe + (f"-{args.tag}" if args.tag else ""))
     data, val_list, modalities = dataset_folder(source, Path(args.work) / "data")

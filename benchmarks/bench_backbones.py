@@ -24,8 +24,8 @@ quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 from keras_unet import build_unet  # noqa: E402
-from keras_unet.backbones import BACKBONES  # noqa: E402
 from keras_unet.export import export_tflite, image_windows  # noqa: E402
+from keras_unet.models.backbones import BACKBONES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

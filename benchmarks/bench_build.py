@@ -2,7 +2,7 @@
 
 Under JAX, Keras' initializers compile their random function once per weight
 shape, which dominates `build_unet`'s time; keras-unet draws the same
-He-normal distribution with NumPy (`keras_unet.blocks.HeNormal`, the default).
+He-normal distribution with NumPy (`keras_unet.models.blocks.HeNormal`, the default).
 Each build runs in a fresh process (nothing cached); the JAX persistent
 compilation cache is measured too (a second process that finds the cache).
 

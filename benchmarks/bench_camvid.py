@@ -80,10 +80,10 @@ def main():
     if not Path(args.data).is_dir():
         sys.exit(f"CamVid not found at {args.data}")
     quiet_tensorflow()
-    from keras_unet.config import TrainConfig
-    from keras_unet.evaluate import evaluate_dataset
-    from keras_unet.inference import load_predictor
-    from keras_unet.train import load_training_data, train
+    from keras_unet.evaluation.evaluate import evaluate_dataset
+    from keras_unet.inference.predict import load_predictor
+    from keras_unet.training.config import TrainConfig
+    from keras_unet.training.train import load_training_data, train
 
     name = args.recipe + (f"-{args.tag}" if args.tag else "")
     work = Path(args.work) / name

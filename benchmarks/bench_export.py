@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, save, table  # noqa: E402
 
 quiet_tensorflow()
+from keras_unet.data.instances import semantic_classes  # noqa: E402
+from keras_unet.data.readers import read_image, read_mask  # noqa: E402
+from keras_unet.evaluation.scores import confusion, per_class_scores  # noqa: E402
 from keras_unet.export import export_run  # noqa: E402
-from keras_unet.inference import load_predictor, predict_image  # noqa: E402
-from keras_unet.instances import semantic_classes  # noqa: E402
-from keras_unet.readers import read_image, read_mask  # noqa: E402
-from keras_unet.runs import RunFolder  # noqa: E402
-from keras_unet.scores import confusion, per_class_scores  # noqa: E402
-from keras_unet.train import TrainConfig, load_training_data  # noqa: E402
+from keras_unet.inference.predict import load_predictor, predict_image  # noqa: E402
+from keras_unet.training.runs import RunFolder  # noqa: E402
+from keras_unet.training.train import TrainConfig, load_training_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

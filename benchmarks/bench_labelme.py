@@ -27,7 +27,7 @@ import PIL.Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, save, table, timed  # noqa: E402
 
-from keras_unet.convert import find_json_files, labelme_to_masks  # noqa: E402
+from keras_unet.data.convert import find_json_files, labelme_to_masks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

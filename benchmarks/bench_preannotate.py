@@ -50,11 +50,11 @@ def main():
         sys.exit(f"{run}: no trained model; run `keras-unet` (the main job) first")
 
     quiet_tensorflow()
-    from keras_unet.convert import labelme_to_masks
-    from keras_unet.inference import load_predictor, predict_files
-    from keras_unet.preannotate import DEFAULT_EPSILON, LabelMeOutput
-    from keras_unet.readers import read_instances, read_mask
-    from keras_unet.scores import ObjectScores, object_scores
+    from keras_unet.data.convert import labelme_to_masks
+    from keras_unet.data.readers import read_instances, read_mask
+    from keras_unet.evaluation.scores import ObjectScores, object_scores
+    from keras_unet.inference.preannotate import DEFAULT_EPSILON, LabelMeOutput
+    from keras_unet.inference.predict import load_predictor, predict_files
 
     names = (sample / "val.txt").read_text().split()
     predictor = load_predictor(model)

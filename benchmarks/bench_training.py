@@ -33,8 +33,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_unet import DiceCELoss, build_unet  # noqa: E402
-from keras_unet.pairs import load_dataset  # noqa: E402
-from keras_unet.pipeline import make_dataset  # noqa: E402
+from keras_unet.data.pairs import load_dataset  # noqa: E402
+from keras_unet.data.pipeline import make_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, BATCH, FILTERS, DEPTH = 128, 8, 16, 4

@@ -19,36 +19,36 @@ from keras_unet.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {  # public name -> module that defines it
-    "labelme_to_masks": "keras_unet.convert",
-    "masks_to_labelme": "keras_unet.convert",
-    "LabelMeError": "keras_unet.labelme",
-    "rasterize": "keras_unet.labelme",
-    "read_annotation": "keras_unet.labelme",
-    "read_labels": "keras_unet.labels",
-    "overlay": "keras_unet.visualize",
-    "CrossEntropyLoss": "keras_unet.losses",
-    "DiceCELoss": "keras_unet.losses",
-    "DiceLoss": "keras_unet.losses",
-    "FocalLoss": "keras_unet.losses",
-    "TverskyLoss": "keras_unet.losses",
-    "get_loss": "keras_unet.losses",
-    "Dice": "keras_unet.metrics",
-    "IoU": "keras_unet.metrics",
-    "build_unet": "keras_unet.model",
-    "output_size": "keras_unet.model",
-    "size_multiple": "keras_unet.model",
-    "valid_input_size": "keras_unet.model",
-    "ObjectScores": "keras_unet.scores",
-    "object_scores": "keras_unet.scores",
-    "label_instances": "keras_unet.instances",
-    "TrainConfig": "keras_unet.config",
-    "load_predictor": "keras_unet.inference",
-    "predict_files": "keras_unet.inference",
-    "evaluate_dataset": "keras_unet.evaluate",
+    "labelme_to_masks": "keras_unet.data.convert",
+    "masks_to_labelme": "keras_unet.data.convert",
+    "LabelMeError": "keras_unet.data.labelme",
+    "rasterize": "keras_unet.data.labelme",
+    "read_annotation": "keras_unet.data.labelme",
+    "read_labels": "keras_unet.data.labels",
+    "overlay": "keras_unet.data.visualize",
+    "CrossEntropyLoss": "keras_unet.training.losses",
+    "DiceCELoss": "keras_unet.training.losses",
+    "DiceLoss": "keras_unet.training.losses",
+    "FocalLoss": "keras_unet.training.losses",
+    "TverskyLoss": "keras_unet.training.losses",
+    "get_loss": "keras_unet.training.losses",
+    "Dice": "keras_unet.training.metrics",
+    "IoU": "keras_unet.training.metrics",
+    "build_unet": "keras_unet.models.model",
+    "output_size": "keras_unet.models.model",
+    "size_multiple": "keras_unet.models.model",
+    "valid_input_size": "keras_unet.models.model",
+    "ObjectScores": "keras_unet.evaluation.scores",
+    "object_scores": "keras_unet.evaluation.scores",
+    "label_instances": "keras_unet.data.instances",
+    "TrainConfig": "keras_unet.training.config",
+    "load_predictor": "keras_unet.inference.predict",
+    "predict_files": "keras_unet.inference.predict",
+    "evaluate_dataset": "keras_unet.evaluation.evaluate",
     "export_run": "keras_unet.export.run",
-    "LabelMeOutput": "keras_unet.preannotate",
-    "check_dataset": "keras_unet.pairs",
-    "load_dataset": "keras_unet.pairs",
+    "LabelMeOutput": "keras_unet.inference.preannotate",
+    "check_dataset": "keras_unet.data.pairs",
+    "load_dataset": "keras_unet.data.pairs",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,7 +58,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 # Modules whose import registers keras-unet's custom Keras objects (the
 # layers and initializer of `build_unet`, the losses, the metrics).
-_KERAS_OBJECT_MODULES = ("keras_unet.blocks", "keras_unet.losses", "keras_unet.metrics")
+_KERAS_OBJECT_MODULES = (
+    "keras_unet.models.blocks",
+    "keras_unet.training.losses",
+    "keras_unet.training.metrics",
+)
 
 
 def register_keras_objects() -> None:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
-
-from keras_unet.labels import palette
 
 # The temporary name `atomic_write` gives a file: `.<stem>.<pid>-<token>.tmp<suffix>`.
 TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
@@ -166,25 +162,3 @@ def save_image(path: str | os.PathLike, image: PIL.Image.Image, **params) -> Pat
     """Atomically saves a PIL image; the format follows the file suffix."""
     fmt = PIL.Image.registered_extensions()[Path(path).suffix.lower()]
     return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **params))
-
-
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Atomically saves a class-id mask as a palette PNG (see `labels.palette`).
-
-    Args:
-        path: Destination `.png`.
-        mask: `(H, W)` uint8 class ids (255 = ignore).
-
-    Returns:
-        The destination path.
-    """
-    image = PIL.Image.fromarray(np.asarray(mask, dtype=np.uint8), "L")
-    image.putpalette(palette())  # makes it a "P" image, sharing the pixels
-    # Run-length zlib: faster than level 1 and smaller for masks' long runs.
-    return save_image(path, image, compress_type=zlib.Z_RLE)
-
-
-def save_instances(path: str | os.PathLike, instances: np.ndarray) -> Path:
-    """Atomically saves an instance-id mask as a 16-bit greyscale PNG."""
-    image = PIL.Image.fromarray(np.asarray(instances, dtype=np.uint16))
-    return save_image(path, image, compress_level=1)

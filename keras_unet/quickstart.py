@@ -3,7 +3,7 @@
 `keras-unet` with no arguments runs it on the bundled sample
 (`datasets/nuclei`, DSB2018 nuclei as LabelMe polygons): it converts the
 annotations (with instance masks), fine-tunes the bundled nucleus model
-(`keras_unet.pretrained`, pre-trained on DSB2018 images that are not in the
+(`keras_unet.models.pretrained`, pre-trained on DSB2018 images that are not in the
 sample) on the sample's training images, compares the result on the
 held-out images with two Otsu baselines, on pixels (foreground Dice) and on
 objects (mean AP over IoU 0.5:0.95, the DSB2018 score), per imaging
@@ -24,20 +24,20 @@ import time
 from pathlib import Path
 
 from keras_unet import files
-from keras_unet.baselines import format_comparison, score_methods
-from keras_unet.config import STAIN_AUGMENTATION
-from keras_unet.convert import labelme_to_masks
+from keras_unet.data.convert import labelme_to_masks
+from keras_unet.data.pairs import DatasetError
+from keras_unet.evaluation.baselines import format_comparison, score_methods
 from keras_unet.export.run import export_run
-from keras_unet.inference import load_predictor
-from keras_unet.pairs import DatasetError
-from keras_unet.runs import RunFolder
-from keras_unet.train import TrainConfig, load_training_data, train
+from keras_unet.inference.predict import load_predictor
+from keras_unet.training.config import STAIN_AUGMENTATION
+from keras_unet.training.runs import RunFolder
+from keras_unet.training.train import TrainConfig, load_training_data, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATASET = REPO_ROOT / "datasets" / "nuclei"
 
-# The recipe for a 2-core CPU, chosen by measurement (see the README,
-# "Performance"): from scratch, 54 images and 6 minutes only tie the Otsu
+# The recipe for a 2-core CPU, chosen by measurement (see
+# docs/benchmarks/main-job.md): from scratch, 54 images and 6 minutes only tie the Otsu
 # baselines; fine-tuning the bundled nucleus model beats them. A gentle
 # learning rate (1e-4) keeps what it learned on fluorescence (with 1e-3 the
 # mean AP fell from 0.38 to 0.35) while it adapts to the sample's stains.
@@ -70,7 +70,7 @@ def read_groups(dataset_dir: Path) -> dict[str, str] | None:
         The modality of each image named, or `None` without the file.
 
     Raises:
-        keras_unet.pairs.DatasetError: If the file is not a UTF-8 CSV with
+        keras_unet.data.pairs.DatasetError: If the file is not a UTF-8 CSV with
             `name` and `modality` columns.
     """
     path = dataset_dir / "modalities.csv"
@@ -104,7 +104,7 @@ def run_main_job(
         Exit code: 0, or 1 if some annotation files failed to convert.
 
     Raises:
-        keras_unet.pairs.DatasetError: If `modalities.csv` cannot be used
+        keras_unet.data.pairs.DatasetError: If `modalities.csv` cannot be used
             (see `read_groups`).
         keras_unet.export.ExportVerificationError: If an export disagrees
             with the Keras model.

@@ -36,7 +36,7 @@ def shared_datasets() -> Path:
 @pytest.fixture(scope="session")
 def nuclei_dataset(tmp_path_factory) -> Path:
     """The bundled LabelMe sample converted to a dataset folder (83 pairs, with instances)."""
-    from keras_unet.convert import labelme_to_masks
+    from keras_unet.data.convert import labelme_to_masks
 
     out = tmp_path_factory.mktemp("nuclei")
     summary = labelme_to_masks(REPO / "datasets" / "nuclei", out, instances=True, workers=2)
@@ -65,7 +65,7 @@ def trained_run(nuclei_dataset, tmp_path_factory):
     Exports are checked on it because agreement on an untrained model or
     on noise proves little.
     """
-    from keras_unet.train import TrainConfig, train
+    from keras_unet.training.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
     config = TrainConfig(
@@ -84,7 +84,7 @@ def held_out(trained_run):
     """`(names, verification, calibration)`: 128x128 windows of the run's
     validation and training images."""
     from keras_unet.export import image_windows
-    from keras_unet.train import load_training_data
+    from keras_unet.training.train import load_training_data
 
     _, config = trained_run
     train_set, val_set = load_training_data(config)

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.backbones and build_unet(backbone=...), weights=None."""
+"""Tests for keras_unet.models.backbones and build_unet(backbone=...), weights=None."""
 
 import socket
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from keras_unet import DiceCELoss, build_unet
-from keras_unet.backbones import BACKBONES, STRIDES, BackboneWeightsError, feature_layers
 from keras_unet.export import ExportVerificationError
+from keras_unet.models.backbones import BACKBONES, STRIDES, BackboneWeightsError, feature_layers
 
 SIZE = 64
 # One light backbone trains in the default suite (tracing the gradient of a
@@ -32,7 +32,7 @@ def test_backbone_unet_output_shape_and_skip_strides(backbone):
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50", "efficientnet_b0"])
 def test_feature_layers_are_found_at_every_stride(backbone):
-    from keras_unet.backbones import _instantiate
+    from keras_unet.models.backbones import _instantiate
 
     probe = _instantiate(backbone, (224, 224, 3), None)
     found = feature_layers(probe)
@@ -131,7 +131,7 @@ def settle_batch_norm(model: keras.Model, images: np.ndarray) -> None:
 
 def train_briefly(backbone: str, data, work_dir):
     """20 steps from random weights (nothing can be downloaded here)."""
-    from keras_unet.train import TrainConfig, train
+    from keras_unet.training.train import TrainConfig, train
 
     config = TrainConfig(
         data=str(data), work_dir=str(work_dir), crop_size=64,
@@ -176,7 +176,7 @@ def test_trained_backbone_exports_to_verified_float32_and_int8(backbone, nuclei_
 @pytest.mark.slow
 def test_resnet50_with_settled_batch_norm_exports_to_verified_int8(nuclei_dataset, tmp_path):
     from keras_unet.export import image_windows
-    from keras_unet.train import load_training_data
+    from keras_unet.training.train import load_training_data
 
     config = train_briefly("resnet50", nuclei_dataset, tmp_path / "run")
     best = tmp_path / "run" / "checkpoints" / "best.keras"

@@ -1,20 +1,20 @@
-"""Tests for keras_unet.baselines: Otsu thresholds and the comparison table."""
+"""Tests for keras_unet.evaluation.baselines: Otsu thresholds and the comparison table."""
 
 import numpy as np
 import PIL.Image
 import pytest
 from test_instances import touching_discs
 
-from keras_unet.baselines import (
+from keras_unet.data.pairs import load_dataset
+from keras_unet.data.readers import save_instances, save_mask
+from keras_unet.evaluation.baselines import (
     format_comparison,
     otsu_foreground,
     otsu_threshold,
     otsu_watershed,
     score_methods,
 )
-from keras_unet.files import save_instances, save_mask
-from keras_unet.inference import Predictor
-from keras_unet.pairs import load_dataset
+from keras_unet.inference.predict import Predictor
 
 
 def test_otsu_matches_scikit_image():

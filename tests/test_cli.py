@@ -13,7 +13,7 @@ import pytest
 
 from keras_unet import build_unet
 from keras_unet.cli import main
-from keras_unet.files import save_mask
+from keras_unet.data.readers import save_mask
 
 
 def run(args, capsys):

@@ -1,8 +1,8 @@
-"""Tests for keras_unet.config: config files and the checks of their values."""
+"""Tests for keras_unet.training.config: config files and the checks of their values."""
 
 import pytest
 
-from keras_unet.config import ConfigError, TrainConfig
+from keras_unet.training.config import ConfigError, TrainConfig
 
 
 def test_an_infinite_time_budget_is_refused_by_the_config_check(tmp_path):

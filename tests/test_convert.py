@@ -1,4 +1,4 @@
-"""Tests for keras_unet.convert and the labelme2masks / masks2labelme commands."""
+"""Tests for keras_unet.data.convert and the labelme2masks / masks2labelme commands."""
 
 import json
 import os
@@ -10,9 +10,9 @@ import PIL.Image
 import pytest
 
 from keras_unet.cli import main
-from keras_unet.convert import labelme_to_masks, mask_to_shapes, masks_to_labelme
-from keras_unet.labelme import LabelMeError, Shape, rasterize
-from keras_unet.labels import label_ids
+from keras_unet.data.convert import labelme_to_masks, mask_to_shapes, masks_to_labelme
+from keras_unet.data.labelme import LabelMeError, Shape, rasterize
+from keras_unet.data.labels import label_ids
 
 
 def write_file(folder, name, shapes, size=(30, 40), image=True, image_name=None):
@@ -89,7 +89,7 @@ COPIED = ["RGB png", "L png"]
 @pytest.mark.parametrize("kind", COPIED + ["RGBA png", "P png", "16-bit png",
                                           "EXIF-rotated png"])
 def test_images_are_upright_and_lossless_and_copied_only_when_unchanged(kind, tmp_path):
-    from keras_unet.labelme import to_rgb
+    from keras_unet.data.labelme import to_rgb
 
     pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     source, expected = _source_image(kind, pixels)
@@ -285,7 +285,7 @@ def test_more_classes_than_masks_hold_is_a_clear_error(tmp_path, capsys):
 
 WORKERS_OF_A_KILLED_PARENT = """
 import os, sys, time
-from keras_unet.convert import _runner
+from keras_unet.data.convert import _runner
 
 def stall(i):
     time.sleep(60)
@@ -437,7 +437,7 @@ def test_a_rerun_removes_what_a_killed_conversion_left_and_training_reads_no_lef
     import subprocess
     import sys
 
-    from keras_unet.pairs import load_dataset
+    from keras_unet.data.pairs import load_dataset
 
     out = tmp_path / "out"
     labelme_to_masks(good_folder, out, workers=1)

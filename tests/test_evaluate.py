@@ -1,14 +1,14 @@
-"""Tests for keras_unet.evaluate against hand-computed confusion matrices."""
+"""Tests for keras_unet.evaluation.evaluate against hand-computed confusion matrices."""
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.evaluate import evaluate_dataset
-from keras_unet.files import save_mask
-from keras_unet.inference import Predictor
-from keras_unet.pairs import load_dataset
-from keras_unet.scores import confusion, format_confusion, per_class_scores
+from keras_unet.data.pairs import load_dataset
+from keras_unet.data.readers import save_mask
+from keras_unet.evaluation.evaluate import evaluate_dataset
+from keras_unet.evaluation.scores import confusion, format_confusion, per_class_scores
+from keras_unet.inference.predict import Predictor
 
 TRUTH = np.array([[0, 0, 1, 1], [2, 2, 1, 255]])
 PRED = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
@@ -59,8 +59,8 @@ def test_evaluate_dataset_writes_the_report(tmp_path):
 def test_evaluate_scores_objects_when_the_dataset_has_instances(tmp_path):
     from test_instances import touching_discs
 
-    from keras_unet.files import save_instances
-    from keras_unet.instances import boundary_target
+    from keras_unet.data.instances import boundary_target
+    from keras_unet.data.readers import save_instances
 
     ids = touching_discs()
     for sub in ("images", "masks", "instances"):
@@ -85,8 +85,8 @@ def test_evaluate_scores_objects_when_the_dataset_has_instances(tmp_path):
 
 
 def test_a_run_model_is_scored_on_its_validation_split_by_default(tiny_nuclei, tmp_path):
-    from keras_unet.evaluate import evaluation_pairs
-    from keras_unet.train import TrainConfig, train
+    from keras_unet.training.runs import evaluation_pairs
+    from keras_unet.training.train import TrainConfig, train
 
     config = TrainConfig(data=str(tiny_nuclei), work_dir=str(tmp_path / "run"), crop_size=32,
                          batch_size=2, epochs=1, steps_per_epoch=1, val_fraction=0.25,

@@ -21,9 +21,9 @@ from keras_unet.export import (
     export_tflite,
     tflite,
 )
-from keras_unet.inference import load_predictor
-from keras_unet.preannotate import LabelMeOutput, is_prediction
-from keras_unet.train import TrainConfig, train
+from keras_unet.inference.preannotate import LabelMeOutput, is_prediction
+from keras_unet.inference.predict import load_predictor
+from keras_unet.training.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("precision, io_type", [
@@ -235,7 +235,7 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
         nuclei_dataset, tmp_path):
     """The sidecar says `instances`, so predict runs the same post-processing
     after the .tflite model as after the Keras one, pre-annotation included."""
-    from keras_unet.inference import predict_files
+    from keras_unet.inference.predict import predict_files
 
     config = TrainConfig(
         data=str(nuclei_dataset), work_dir=str(tmp_path / "run"), target="instances",

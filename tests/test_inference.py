@@ -1,4 +1,4 @@
-"""Tests for keras_unet.inference: tiling, padding and the predict command."""
+"""Tests for keras_unet.inference.predict: tiling, padding and the predict command."""
 
 import numpy as np
 import PIL.Image
@@ -6,7 +6,7 @@ import pytest
 
 from keras_unet import build_unet
 from keras_unet.cli import main
-from keras_unet.inference import (
+from keras_unet.inference.predict import (
     InferenceError,
     Predictor,
     gaussian_weights,
@@ -150,7 +150,7 @@ def test_a_fresh_process_loads_every_model_build_unet_makes(tmp_path, run_python
     # must be registered by the loader itself.
     path = tmp_path / "m.keras"
     build_unet((None, None, 3), 1, filters=4, depth=2, input_normalization="per_image").save(path)
-    code = ("from keras_unet.inference import load_predictor; "
+    code = ("from keras_unet.inference.predict import load_predictor; "
             f"p = load_predictor(r'{path}', labels=['bg', 'fg']); print(p.channels)")
     assert run_python(code).strip().splitlines()[-1] == "3"
 

@@ -1,16 +1,16 @@
-"""Tests for keras_unet.instances and the pipeline's boundary target."""
+"""Tests for keras_unet.data.instances and the pipeline's boundary target."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_unet.instances import (
+from keras_unet.data.instances import (
     boundary_target,
     label_instances,
     remove_small,
     semantic_classes,
 )
-from keras_unet.pipeline import boundary_target as graph_boundary_target
+from keras_unet.data.pipeline import boundary_target as graph_boundary_target
 
 
 def touching_discs(shape=(40, 60)):

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.labelme: reading LabelMe files and rasterizing shapes.
+"""Tests for keras_unet.data.labelme: reading LabelMe files and rasterizing shapes.
 
 References: hand-computed pixel counts for every shape type, and labelme's
 own converter on labelme's example annotations. `labelme_reference` below
@@ -18,14 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_unet.labelme import (
+from keras_unet.data.labelme import (
     LabelMeError,
     Shape,
     load_image,
     rasterize,
     read_annotation,
 )
-from keras_unet.labels import label_ids, read_labels
+from keras_unet.data.labels import label_ids, read_labels
 
 IDS = label_ids(["_background_", "a", "b"])
 
@@ -411,7 +411,7 @@ def fuzz_folder(tmp_path_factory):
 @settings(max_examples=300, deadline=None)
 @given(document=mutated_documents())
 def test_mutated_files_end_in_the_per_file_error_and_nothing_else(fuzz_folder, document):
-    from keras_unet.convert import labelme_to_masks
+    from keras_unet.data.convert import labelme_to_masks
 
     path = fuzz_folder / "doc.json"
     path.write_text(json.dumps(document))

@@ -1,11 +1,10 @@
-"""Tests for keras_unet.labels: labels.txt and the mask palette."""
+"""Tests for keras_unet.data.labels: labels.txt and the mask palette."""
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.files import save_mask
-from keras_unet.labels import (
+from keras_unet.data.labels import (
     LabelMapError,
     apply_ignore_index,
     label_ids,
@@ -13,6 +12,7 @@ from keras_unet.labels import (
     make_label_list,
     read_labels,
 )
+from keras_unet.data.readers import save_mask
 
 
 def test_labels_txt_follows_the_labelme_convention(tmp_path):

@@ -1,11 +1,11 @@
-"""Tests for keras_unet.losses against hand-computed values."""
+"""Tests for keras_unet.training.losses against hand-computed values."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_unet import CrossEntropyLoss, DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
-from keras_unet.losses import get_loss
+from keras_unet.training.losses import get_loss
 
 pytestmark = pytest.mark.portable
 

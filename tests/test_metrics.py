@@ -1,11 +1,11 @@
-"""Tests for keras_unet.metrics against hand-computed confusion matrices."""
+"""Tests for keras_unet.training.metrics against hand-computed confusion matrices."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_unet import Dice, IoU
-from keras_unet.metrics import confusion_matrix
+from keras_unet.training.metrics import confusion_matrix
 
 pytestmark = pytest.mark.portable
 

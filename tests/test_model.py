@@ -1,4 +1,4 @@
-"""Tests for keras_unet.model (build_unet).
+"""Tests for keras_unet.models.model (build_unet).
 
 Tests marked `portable` use only Keras and NumPy; tests/test_backends.py runs
 them again under the JAX and PyTorch backends.
@@ -230,7 +230,7 @@ def test_input_normalization_is_refused_with_a_backbone():
 
 
 def test_he_normal_weights_have_the_papers_spread_and_follow_the_seed():
-    from keras_unet.blocks import HeNormal
+    from keras_unet.models.blocks import HeNormal
 
     kernel = np.asarray(HeNormal()((3, 3, 64, 128)))
     std = np.sqrt(2.0 / (3 * 3 * 64))  # He et al.: sqrt(2 / fan_in)

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.export.model_metadata: the standard TFLite metadata.
+"""Tests for keras_unet.models.model_metadata: the standard TFLite metadata.
 
 The references are the runtimes apps use: MediaPipe Tasks' ImageSegmenter
 and tflite-support (its MetadataDisplayer and the Task Library's
@@ -18,16 +18,16 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
-from keras_unet import pretrained
 from keras_unet.export import export_run, export_tflite, image_windows, read_metadata
-from keras_unet.export.metadata import METADATA_NAME
-from keras_unet.export.model_metadata import (
+from keras_unet.inference.predict import load_predictor, predict_files
+from keras_unet.models import pretrained
+from keras_unet.models.metadata import METADATA_NAME
+from keras_unet.models.model_metadata import (
     FILE_IDENTIFIER,
     METADATA_ENTRY,
     ImageSegmenterMetadata,
     metadata_flatbuffer,
 )
-from keras_unet.inference import load_predictor, predict_files
 
 # Pixels on which a runtime's category mask must equal predict's mask.
 MASK_AGREEMENT = {"float32": 0.9999, "float16": 0.9999, "int8": 0.999}

@@ -1,11 +1,11 @@
-"""Tests for keras_unet.pairs: pairing, checking and splitting."""
+"""Tests for keras_unet.data.pairs: pairing, checking and splitting."""
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.files import save_mask
-from keras_unet.pairs import DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.data.pairs import DatasetError, check_dataset, load_dataset, split_dataset
+from keras_unet.data.readers import save_mask
 
 
 def make_pairs(root, n=4, size=(16, 20), mask_values=(0, 1)):

@@ -1,19 +1,19 @@
-"""Tests for keras_unet.pipeline: the tf.data pipeline and joint augmentation."""
+"""Tests for keras_unet.data.pipeline: the tf.data pipeline and joint augmentation."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
 
-from keras_unet.files import save_mask
-from keras_unet.pairs import load_dataset
-from keras_unet.pipeline import (
-    Augment,
+from keras_unet.data.augment import Augment
+from keras_unet.data.pairs import load_dataset
+from keras_unet.data.pipeline import (
     area_repeats,
     class_weights_from_counts,
     make_dataset,
     pixel_weights,
 )
+from keras_unet.data.readers import save_mask
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=None)
 
@@ -175,7 +175,7 @@ def blobs_with_instances(blobs, tmp_path_factory):
 
 
 def test_border_weights_move_with_the_mask(blobs_with_instances):
-    from keras_unet.weights import border_weight_maps
+    from keras_unet.data.weights import border_weight_maps
 
     maps = border_weight_maps(blobs_with_instances)
     settings = Augment(scale=None, **NO_PHOTOMETRIC)
@@ -189,7 +189,7 @@ def test_border_weights_move_with_the_mask(blobs_with_instances):
 
 
 def test_tfrecord_shards_give_the_same_examples_as_files(blobs, tmp_path):
-    from keras_unet.pipeline import write_tfrecords
+    from keras_unet.data.pipeline import write_tfrecords
 
     paths = write_tfrecords(blobs, tmp_path, shards=3)
     assert len(paths) == 3
@@ -203,7 +203,7 @@ def test_tfrecord_shards_give_the_same_examples_as_files(blobs, tmp_path):
 
 
 def test_the_stream_draws_each_example_its_number_of_times_per_pass():
-    from keras_unet.pipeline import _stream
+    from keras_unet.data.pipeline import _stream
 
     examples = tf.data.Dataset.range(3)
     stream = _stream(examples, seed=1, shuffle=True, start=0, repeats=[1, 3, 0])

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.preannotate and `predict --labelme`.
+"""Tests for keras_unet.inference.preannotate and `predict --labelme`.
 
 References: the predicted masks themselves (converted to LabelMe and back
 with our own `labelme2masks`, they must come back), labelme's own loader
@@ -14,11 +14,11 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.convert import labelme_to_masks
-from keras_unet.inference import Predictor, predict_files
-from keras_unet.instances import boundary_target
-from keras_unet.preannotate import LabelMeOutput, is_prediction, shapes_fingerprint
-from keras_unet.readers import read_image, read_instances
+from keras_unet.data.convert import labelme_to_masks
+from keras_unet.data.instances import boundary_target
+from keras_unet.data.readers import read_image, read_instances
+from keras_unet.inference.preannotate import LabelMeOutput, is_prediction, shapes_fingerprint
+from keras_unet.inference.predict import Predictor, predict_files
 
 NAMES = ["_background_", "nucleus"]
 

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.pretrained: the bundled models, usable by name."""
+"""Tests for keras_unet.models.pretrained: the bundled models, usable by name."""
 
 import dataclasses
 import hashlib
@@ -9,15 +9,15 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet import pretrained
-from keras_unet.baselines import score_methods
 from keras_unet.cli import main
-from keras_unet.config import TrainConfig, absolute_paths
-from keras_unet.inference import load_keras_model, load_predictor
-from keras_unet.labelme import read_annotation
-from keras_unet.model import build_unet
+from keras_unet.data.labelme import read_annotation
+from keras_unet.evaluation.baselines import score_methods
+from keras_unet.inference.predict import load_keras_model, load_predictor
+from keras_unet.models import pretrained
+from keras_unet.models.model import build_unet
 from keras_unet.quickstart import SAMPLE_DATASET, SAMPLE_TRAINING, read_groups
-from keras_unet.train import initialize_from, load_training_data
+from keras_unet.training.config import TrainConfig, absolute_paths
+from keras_unet.training.train import initialize_from, load_training_data
 
 NAME = "nuclei_dsb2018"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keras_unet.pairs import DatasetError
+from keras_unet.data.pairs import DatasetError
 from keras_unet.quickstart import recap, run_main_job
 
 

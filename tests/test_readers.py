@@ -1,4 +1,4 @@
-"""Tests for keras_unet.readers: every step reads a file the same way.
+"""Tests for keras_unet.data.readers: every step reads a file the same way.
 
 The references are arrays written by Pillow here; the pipeline's view of the
 same files must equal the readers' (the dataset check uses the readers).
@@ -8,10 +8,18 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.files import save_mask
-from keras_unet.pairs import DatasetError, check_dataset, load_dataset
-from keras_unet.pipeline import make_dataset
-from keras_unet.readers import ReadError, image_size, read_image, read_instances, read_mask
+from keras_unet.data.labels import class_color
+from keras_unet.data.pairs import DatasetError, check_dataset, load_dataset
+from keras_unet.data.pipeline import make_dataset
+from keras_unet.data.readers import (
+    ReadError,
+    image_size,
+    read_image,
+    read_instances,
+    read_mask,
+    save_instances,
+    save_mask,
+)
 
 IDS = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
 VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (256 * 3 - 9)  # ids 1, 2 = VOC colours
@@ -124,3 +132,24 @@ def test_unreadable_files_name_the_file(tmp_path):
     for read in (lambda p: read_image(p, 3), read_mask, read_instances, image_size):
         with pytest.raises(ReadError, match="bad.png: unreadable"):
             read(tmp_path / "bad.png")
+
+
+def test_mask_png_keeps_class_ids_with_the_class_palette(tmp_path):
+    mask = np.array([[0, 1, 2], [255, 7, 1]], np.uint8)
+    path = save_mask(tmp_path / "m.png", mask)
+    with PIL.Image.open(path) as image:
+        assert image.mode == "P"
+        np.testing.assert_array_equal(np.asarray(image), mask)
+        rgb = np.asarray(image.convert("RGB"))
+    # Red is the class id (decoders that expand palettes keep the id);
+    # green and blue are the class colour's, ignore is white.
+    for (y, x) in [(0, 1), (0, 2), (1, 1)]:
+        assert tuple(rgb[y, x]) == (mask[y, x], *class_color(int(mask[y, x]))[1:])
+    assert tuple(rgb[1, 0]) == (255, 255, 255)
+
+
+def test_instance_png_keeps_ids_above_255(tmp_path):
+    instances = np.array([[0, 1], [300, 65535]], np.uint16)
+    path = save_instances(tmp_path / "i.png", instances)
+    with PIL.Image.open(path) as image:
+        np.testing.assert_array_equal(np.asarray(image).astype(np.uint16), instances)

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.runs: the run folder's commit protocol."""
+"""Tests for keras_unet.training.runs: the run folder's commit protocol."""
 
 import csv
 import io
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_unet import build_unet
-from keras_unet.runs import RunFolder, RunFolderError, RunState, history_csv
+from keras_unet.training.runs import RunFolder, RunFolderError, RunState, history_csv
 
 
 def tiny_model(seed=0):
@@ -107,7 +107,7 @@ def test_a_second_training_in_a_held_run_folder_is_refused_naming_the_holder(
 
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from keras_unet.runs import RunFolder\n"
+        [sys.executable, "-c", "import sys, time; from keras_unet.training.runs import RunFolder\n"
          f"with RunFolder({str(run)!r}).lock():\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -133,8 +133,8 @@ def test_a_run_keeps_its_recorded_split_when_the_dataset_grows(tiny_nuclei, tmp_
     import logging
     import shutil
 
-    from keras_unet.evaluate import evaluation_pairs
-    from keras_unet.train import TrainConfig, train
+    from keras_unet.training.runs import evaluation_pairs
+    from keras_unet.training.train import TrainConfig, train
 
     data = tmp_path / "data"
     shutil.copytree(tiny_nuclei, data)
@@ -147,7 +147,7 @@ def test_a_run_keeps_its_recorded_split_when_the_dataset_grows(tiny_nuclei, tmp_
     for sub in ("images", "masks", "instances"):
         source = sorted((data / sub).glob("*.png"))[-1]
         shutil.copy(source, data / sub / "000_new.png")
-    with caplog.at_level(logging.WARNING, logger="keras_unet.runs"):
+    with caplog.at_level(logging.WARNING, logger="keras_unet.training.runs"):
         train(TrainConfig(epochs=2, **settings))
     assert "the dataset changed since the run began (1 pairs added, 0 gone)" in caplog.text
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == recorded

@@ -1,10 +1,10 @@
-"""Tests for keras_unet.scores: pixel scores and DSB2018 object scores,
+"""Tests for keras_unet.evaluation.scores: pixel scores and DSB2018 object scores,
 against hand-built cases whose scores are computed by hand."""
 
 import numpy as np
 import pytest
 
-from keras_unet.scores import (
+from keras_unet.evaluation.scores import (
     IOU_THRESHOLDS,
     ObjectScores,
     confusion,

@@ -1,4 +1,4 @@
-"""Tests for keras_unet.train and the `train` command (tiny models, real nuclei)."""
+"""Tests for keras_unet.training.train and the `train` command (tiny models, real nuclei)."""
 
 import csv
 import json
@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 
 from keras_unet.cli import main
-from keras_unet.train import TrainConfig, TrainingError, load_training_data, train
+from keras_unet.training.train import TrainConfig, TrainingError, load_training_data, train
 
 TINY_MODEL = {"filters": 4, "depth": 2, "normalization": "batch"}
 
@@ -115,7 +115,7 @@ def test_rerunning_a_finished_run_trains_nothing_and_more_epochs_continue_it(
 
 def test_another_configuration_in_the_same_folder_is_refused_unless_forced(tiny_nuclei,
                                                                             tmp_path):
-    from keras_unet.runs import RunFolderError
+    from keras_unet.training.runs import RunFolderError
 
     run = tmp_path / "run"
     train(tiny_config(tiny_nuclei, run, epochs=2))
@@ -163,7 +163,7 @@ if kill_at == "save":  # die inside the second checkpoint save, before its renam
                 os.kill(os.getpid(), signal.SIGKILL)
         replace(src, dst)
     files.os.replace = dying_replace
-from keras_unet.train import TrainConfig, train
+from keras_unet.training.train import TrainConfig, train
 train(TrainConfig(**config))
 """
 
@@ -250,7 +250,7 @@ def free_port():
 
 WORKER = """
 import json, sys
-from keras_unet.train import TrainConfig, train
+from keras_unet.training.train import TrainConfig, train
 config = TrainConfig(**json.loads(sys.argv[1]))
 train(config)
 """
@@ -336,7 +336,7 @@ def test_a_mixed_precision_run_continues_with_its_whole_optimizer_state(tiny_nuc
 
 
 def test_xla_and_deterministic_kernels_together_are_a_config_error(tiny_nuclei, tmp_path):
-    from keras_unet.config import ConfigError
+    from keras_unet.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="exclude each other"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", jit_compile="on"))
@@ -396,7 +396,7 @@ def test_fine_tuning_with_a_new_class_gets_a_new_head_and_other_maps_are_refused
         tiny_nuclei, tmp_path, caplog):
     import shutil
 
-    from keras_unet.config import ConfigError
+    from keras_unet.training.config import ConfigError
 
     train(tiny_config(tiny_nuclei, tmp_path / "first", epochs=1))
     grown = tmp_path / "grown"
@@ -442,7 +442,7 @@ def test_a_time_budget_sizes_the_run_to_fit(tiny_nuclei, tmp_path, caplog):
 
 
 def test_an_oversampling_list_must_name_training_pairs_and_draw_some(tiny_nuclei, tmp_path):
-    from keras_unet.config import ConfigError
+    from keras_unet.training.config import ConfigError
 
     table = tmp_path / "times.csv"
     table.write_text("name,times\nnot_a_pair,3\n")
@@ -465,7 +465,7 @@ def test_an_oversampling_list_must_name_training_pairs_and_draw_some(tiny_nuclei
 ])
 def test_a_bad_model_option_is_a_config_error_and_trains_nothing(tiny_nuclei, tmp_path,
                                                                  option, message):
-    from keras_unet.config import ConfigError
+    from keras_unet.training.config import ConfigError
 
     config = tiny_config(tiny_nuclei, tmp_path / "run", model={**TINY_MODEL, **option})
     with pytest.raises(ConfigError) as raised:
@@ -502,7 +502,7 @@ def class_weights_logged(caplog) -> list[float]:
 
 
 def test_class_weights_are_counted_on_the_training_split_only(tiny_nuclei, tmp_path, caplog):
-    from keras_unet.readers import read_mask
+    from keras_unet.data.readers import read_mask
 
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
                          class_weighting="median_frequency", val_fraction=0.5)
@@ -539,7 +539,7 @@ def test_an_instance_head_is_not_reused_for_a_semantic_class_of_the_same_channel
     background/nucleus/cytoplasm dataset gets a new head, and is told so."""
     import shutil
 
-    from keras_unet import pretrained
+    from keras_unet.models import pretrained
 
     card = pretrained.model_card("nuclei_dsb2018")
     data = tmp_path / "three"

@@ -1,10 +1,10 @@
-"""Tests for keras_unet.visualize: mask overlays with a legend."""
+"""Tests for keras_unet.data.visualize: mask overlays with a legend."""
 
 import numpy as np
 import pytest
 
-from keras_unet.labels import class_color
-from keras_unet.visualize import IGNORE_COLOR, overlay
+from keras_unet.data.labels import class_color
+from keras_unet.data.visualize import IGNORE_COLOR, overlay
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from keras_unet.cli import main
 from keras_unet.export import ExportError, export_tflite
 from keras_unet.export.web import write_web_page
-from keras_unet.inference import load_predictor, predict_files
+from keras_unet.inference.predict import load_predictor, predict_files
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS_VISION = Path(os.environ.get(

@@ -1,12 +1,12 @@
-"""Tests for keras_unet.weights: the border weight map and the target's pixel counts."""
+"""Tests for keras_unet.data.weights: the border weight map and the target's pixel counts."""
 
 
 import numpy as np
 import PIL.Image
 import pytest
 
-from keras_unet.pairs import Dataset
-from keras_unet.weights import border_weight_map, target_pixel_counts
+from keras_unet.data.pairs import Dataset
+from keras_unet.data.weights import border_weight_map, target_pixel_counts
 
 
 def test_gap_between_two_objects_gets_the_papers_weight():

@@ -1,6 +1,6 @@
 """Bundles a trained run as a pre-trained model of the package (maintainers only).
 
-Writes `keras_unet/pretrained/<name>/`: `model.keras` (the weights, without
+Writes `keras_unet/models/pretrained/<name>/`: `model.keras` (the weights, without
 the optimizer state), `labels.txt`, and `card.json` with what the model was
 trained on and how, its scores from a `bench_accuracy.py` result, and the
 SHA-256 of `model.keras`. The bundled nucleus model was made with
@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from keras_unet.files import atomic_write, write_text
-from keras_unet.pretrained import PRETRAINED_DIR
+from keras_unet.models.pretrained import PRETRAINED_DIR
 
 # Training settings that describe this machine's paths, or are given above.
 LOCAL_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "work_dir",
@@ -48,7 +48,7 @@ def main() -> None:
                         help="what the model segments and what it was trained on")
     args = parser.parse_args()
 
-    from keras_unet.inference import load_keras_model
+    from keras_unet.inference.predict import load_keras_model
 
     run = Path(args.run)
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))

@@ -15,14 +15,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keras_unet.convert import masks_to_labelme
+from keras_unet.data.convert import masks_to_labelme
 from keras_unet.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
 # (modality, height, width) -> (train images, val images)
 # 29 validation images, not 14: between random draws of 14 DSB2018 validation
 # images the U-Net-minus-Otsu margin of one model had a standard deviation of
-# 0.019-0.025 mean AP (about two thirds of that with 27; see the README).
+# 0.019-0.025 mean AP (about two thirds of that with 27; see docs/benchmarks/main-job.md).
 # 20 colour images: with 10 the U-Net stayed below Otsu on colour brightfield.
 PICK = {
     ("fluorescence", "256", "256"): (26, 16),

@@ -18,10 +18,11 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from keras_unet import __version__, pretrained
+from keras_unet import __version__
 from keras_unet.cli import convert, model, train
 from keras_unet.errors import KerasUnetError
 from keras_unet.logs import import_tensorflow_quietly, set_quiet
+from keras_unet.models import pretrained
 
 MAIN_JOB_LINE = (
     "keras-unet: no command given, so this runs the main job on the bundled sample "

@@ -38,7 +38,7 @@ def add_parsers(add) -> None:
 
 def labelme2masks(args) -> int:
     """Runs `labelme2masks`."""
-    from keras_unet.convert import labelme_to_masks
+    from keras_unet.data.convert import labelme_to_masks
 
     summary = labelme_to_masks(
         args.input, args.output, labels=args.labels, instances=args.instances,
@@ -52,7 +52,7 @@ def labelme2masks(args) -> int:
 
 def masks2labelme(args) -> int:
     """Runs `masks2labelme`."""
-    from keras_unet.convert import masks_to_labelme
+    from keras_unet.data.convert import masks_to_labelme
 
     summary = masks_to_labelme(
         args.images, args.masks, args.output, labels=args.labels,

@@ -142,13 +142,13 @@ def export(args) -> int:
 
 def predict(args) -> int:
     """Runs `predict`."""
-    from keras_unet.inference import load_predictor, predict_files
-    from keras_unet.instances import MIN_OBJECT_SIZE
+    from keras_unet.data.instances import MIN_OBJECT_SIZE
+    from keras_unet.inference.predict import load_predictor, predict_files
 
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
     labelme = None
     if args.labelme:
-        from keras_unet.preannotate import LabelMeOutput
+        from keras_unet.inference.preannotate import LabelMeOutput
 
         labelme = LabelMeOutput(epsilon=args.epsilon, embed_images=args.embed_images,
                                 overwrite_predictions=args.overwrite_predictions)
@@ -170,14 +170,15 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """Runs `evaluate`."""
-    from keras_unet.evaluate import evaluate_dataset, evaluation_pairs
-    from keras_unet.inference import load_predictor
-    from keras_unet.scores import (
+    from keras_unet.evaluation.evaluate import evaluate_dataset
+    from keras_unet.evaluation.scores import (
         ObjectScores,
         format_confusion,
         format_object_scores,
         format_scores,
     )
+    from keras_unet.inference.predict import load_predictor
+    from keras_unet.training.runs import evaluation_pairs
 
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
     dataset, split = evaluation_pairs(

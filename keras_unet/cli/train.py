@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_unet.backbones import BACKBONES
 from keras_unet.cli.types import (
     non_negative_int,
     open_fraction,
     positive_float,
     positive_int,
 )
+from keras_unet.models.backbones import BACKBONES
 
 SAMPLE_DATASET = "datasets/nuclei (bundled)"
 
@@ -90,7 +90,7 @@ TRAIN_FLAGS = {
 
 def add_parsers(add) -> None:
     """Adds `run` and `train` (`add(name, ...)` makes a subparser)."""
-    from keras_unet.config import TrainConfig
+    from keras_unet.training.config import TrainConfig
 
     defaults = TrainConfig()
     run = add("run", help="the main job on a LabelMe dataset (default: the bundled sample)",
@@ -136,7 +136,7 @@ def add_parsers(add) -> None:
 
 def config_from_args(args):
     """The `TrainConfig` of `train`'s arguments (a config file, then flags)."""
-    from keras_unet.config import TrainConfig
+    from keras_unet.training.config import TrainConfig
 
     overrides, model = {}, {}
     for flag, (key, _) in TRAIN_FLAGS.items():
@@ -165,8 +165,8 @@ def config_from_args(args):
 
 def train(args) -> int:
     """Runs `train`."""
-    from keras_unet.scores import format_object_scores, format_scores
-    from keras_unet.train import train as train_run
+    from keras_unet.evaluation.scores import format_object_scores, format_scores
+    from keras_unet.training.train import train as train_run
 
     config = config_from_args(args)
     result = train_run(config, force=args.force)
@@ -177,7 +177,7 @@ def train(args) -> int:
         print("validation scores (best checkpoint):")
     print(format_scores(result.scores))
     if result.scores.get("objects"):
-        from keras_unet.scores import ObjectScores
+        from keras_unet.evaluation.scores import ObjectScores
 
         print(format_object_scores(ObjectScores.from_dict(result.scores["objects"])))
     print(f"run folder: {result.run_dir} (checkpoints/best.keras, curves.png, log.csv)")

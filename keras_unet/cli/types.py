@@ -61,7 +61,7 @@ def fraction(text: str) -> float:
 
 def overlap(text: str) -> float:
     """A tile overlap in [0, 0.9]."""
-    from keras_unet.inference import MAX_OVERLAP
+    from keras_unet.inference.predict import MAX_OVERLAP
 
     value = _number(text)
     if not 0 <= value <= MAX_OVERLAP:

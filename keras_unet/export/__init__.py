@@ -2,26 +2,30 @@
 
 - `tflite`: conversion at every precision and its verification.
 - `verify`: agreement of an exported model with Keras, and latency.
-- `metadata`: the sidecar JSON an app needs, embedded in the `.tflite`.
+- `web`: a static page that runs the model with MediaPipe Tasks for the web.
+
+The sidecar JSON an app needs (`sidecar`, `embed_metadata`, `read_metadata`)
+is defined in `keras_unet.models.metadata`, which inference reads too; it is
+re-exported here.
 - `formats`: SavedModel and ONNX.
 - `run`: a whole training run at several precisions, with one report.
 
 The names below load their module on first use (as the top-level package
-does), so `keras_unet.export.metadata` can be read without TensorFlow.
+does), so `keras_unet.models.metadata` can be read without TensorFlow.
 """
 
 from keras_unet.lazy import lazy_exports
 
 _EXPORTS = {  # public name -> module that defines it
-    name: f"keras_unet.export.{module}" for name, module in {
+    name: module if "." in module else f"keras_unet.export.{module}" for name, module in {
         "ExportError": "errors",
         "ExportVerificationError": "errors",
         "OTHER_FORMATS": "formats",
         "export_other": "formats",
-        "METADATA_NAME": "metadata",
-        "embed_metadata": "metadata",
-        "read_metadata": "metadata",
-        "sidecar": "metadata",
+        "METADATA_NAME": "keras_unet.models.metadata",
+        "embed_metadata": "keras_unet.models.metadata",
+        "read_metadata": "keras_unet.models.metadata",
+        "sidecar": "keras_unet.models.metadata",
         "ExportReport": "report",
         "export_run": "run",
         "image_windows": "run",

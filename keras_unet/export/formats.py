@@ -15,12 +15,12 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
-from keras_unet.export.metadata import FLOAT_IO, METADATA_NAME, labels_file_text, sidecar
-from keras_unet.export.model_metadata import LABELS_FILE
 from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import exported_output_kind, fixed_size_model
 from keras_unet.export.verify import compare
-from keras_unet.inference import model_multiple, target_from_outputs, tiling_recipe
+from keras_unet.inference.predict import model_multiple, target_from_outputs, tiling_recipe
+from keras_unet.models.metadata import FLOAT_IO, METADATA_NAME, labels_file_text, sidecar
+from keras_unet.models.model_metadata import LABELS_FILE
 
 log = logging.getLogger(__name__)
 

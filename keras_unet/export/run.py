@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet import files, pretrained
+from keras_unet import files
+from keras_unet.data.readers import read_image
 from keras_unet.export.errors import ExportError, ExportVerificationError
 from keras_unet.export.formats import OTHER_FORMATS, export_other
 from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import PRECISIONS, export_tflite
 from keras_unet.export.verify import DEFAULT_AGREEMENT, check_min_agreement
-from keras_unet.inference import InferenceError, load_keras_model, pad_image
-from keras_unet.readers import read_image
-from keras_unet.runs import RunFolder
-from keras_unet.train import TrainConfig, load_training_data
+from keras_unet.inference.predict import InferenceError, load_keras_model, pad_image
+from keras_unet.models import pretrained
+from keras_unet.training.runs import RunFolder
+from keras_unet.training.train import TrainConfig, load_training_data
 
 FORMAT_FILES = {"saved_model": "saved_model", "onnx": "model.onnx"}
 

@@ -45,7 +45,16 @@ import numpy as np
 
 from keras_unet import files
 from keras_unet.export.errors import ExportError, ExportVerificationError
-from keras_unet.export.metadata import (
+from keras_unet.export.report import ExportReport
+from keras_unet.export.verify import (
+    DEFAULT_AGREEMENT,
+    check_min_agreement,
+    compare,
+    median_latency_ms,
+)
+from keras_unet.inference.predict import load_predictor, model_multiple, tiling_recipe
+from keras_unet.logs import native_output_silenced
+from keras_unet.models.metadata import (
     PER_IMAGE_LAYER,
     embed_metadata,
     io_details,
@@ -54,16 +63,7 @@ from keras_unet.export.metadata import (
     output_kind,
     sidecar,
 )
-from keras_unet.export.model_metadata import LABELS_FILE
-from keras_unet.export.report import ExportReport
-from keras_unet.export.verify import (
-    DEFAULT_AGREEMENT,
-    check_min_agreement,
-    compare,
-    median_latency_ms,
-)
-from keras_unet.inference import load_predictor, model_multiple, tiling_recipe
-from keras_unet.logs import native_output_silenced
+from keras_unet.models.model_metadata import LABELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def export_tflite(
     """Exports a Keras model to `.tflite`, verifies it and writes its sidecar.
 
     The file carries the sidecar and the standard TFLite metadata (see
-    `keras_unet.export.metadata`), so MediaPipe Tasks and the TFLite Task
+    `keras_unet.models.metadata`), so MediaPipe Tasks and the TFLite Task
     Library load it as it is. `labels.txt` beside it names each output
     category, one per line, in channel order.
 

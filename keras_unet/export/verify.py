@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_unet.instances import semantic_classes
-from keras_unet.scores import confusion, per_class_scores
+from keras_unet.data.instances import semantic_classes
+from keras_unet.evaluation.scores import confusion, per_class_scores
 
 # Minimum mask agreement (fraction of pixels with the same class) per precision.
 DEFAULT_AGREEMENT = {"float32": 0.999, "float16": 0.999, "dynamic_int8": 0.99, "int8": 0.99}

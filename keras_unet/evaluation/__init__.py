@@ -1,0 +1,6 @@
+"""Evaluation: how good a model is, measured as the field reports it.
+
+- `scores`: confusion matrices, per-class IoU/Dice, object scores (mean AP).
+- `evaluate`: a model on a dataset: tables, per-image CSV, worst images.
+- `baselines`: Otsu and friends, scored the same way, to beat.
+"""

@@ -1,0 +1,6 @@
+"""Inference: run a trained or exported model on images of any size.
+
+- `predict`: load a `.keras` or `.tflite` model (`load_predictor`), predict
+  one image by tiles (`predict_image`) or a folder (`predict_files`).
+- `preannotate`: predictions as LabelMe annotations to correct.
+"""
