@@ -9,13 +9,16 @@ brightfield), scores on the validation images:
 (c) a binary (semantic) U-Net + connected components,
 (d) the instance-mode U-Net (boundary class + seeded watershed),
 
-each by foreground Dice and by the DSB2018 object score (mean AP over IoU
-0.5:0.05:0.95), F1 at IoU 0.5, missed/split/merged objects, for all images
-and per modality. Prints a table and writes `benchmarks/results/accuracy.json`.
+each by foreground Dice (pooled over pixels, and averaged over images) and
+by the DSB2018 object score (mean AP over IoU 0.5:0.05:0.95), F1 at IoU 0.5,
+missed/split/merged objects, for all images, per modality, per brightness
+bin and per object-size bin (`keras_unet.evaluation.groups`). Prints a
+table and writes `benchmarks/results/accuracy.json`.
 
     python benchmarks/bench_accuracy.py                 # the CPU recipe (2 cores)
     python benchmarks/bench_accuracy.py --recipe gpu    # the longer recipe
     python benchmarks/bench_accuracy.py --set model.filters=8 --tag f8   # a variant
+    python benchmarks/bench_accuracy.py --score nuclei_dsb2018   # a model, no training
 
 Training runs go to `runs/bench_accuracy/<recipe>[-<tag>]/<mode>`; a rerun reuses
 finished runs (delete the folder to retrain).
@@ -125,6 +128,12 @@ def main():
     parser.add_argument("--exclude", metavar="FOLDER",
                         help="leave the training images annotated in this LabelMe folder out "
                              "(e.g. datasets/nuclei, to pre-train for the main job)")
+    parser.add_argument("--score", metavar="MODEL",
+                        help="train nothing: score this model (a .keras/.tflite file or a "
+                             "bundled name, e.g. nuclei_dsb2018) beside the baselines")
+    parser.add_argument("--object-size", choices=("off", "auto"), default="off",
+                        help="score the models with their images rescaled to the training "
+                             "object size (auto) or as they are (off)")
     parser.add_argument("--data", default=str(SOURCE))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_accuracy"))
     args = parser.parse_args()
@@ -159,6 +168,9 @@ def main():
         for config in configs.values():
             config.oversample = recipe["oversample"]
     predictors = {}
+    if args.score:
+        predictors[Path(args.score).stem] = load_predictor(args.score)
+        configs = {}
     # Training seconds add up over resumed sessions of a run.
     seconds_file = work / "seconds.json"
     seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else {}
@@ -171,18 +183,26 @@ def main():
             files.write_text(seconds_file, json.dumps(seconds))  # whole, if killed
         name = "unet_instances" if mode == "instances" else "unet_semantic"
         predictors[name] = load_predictor(result.run_dir / "checkpoints" / "last.keras")
-    _, val_set = load_training_data(configs[args.modes[0]])
+    if not configs:  # --score: the validation split of the first mode's config
+        configs = {args.modes[0]: TrainConfig.from_values(
+            dict(data=str(data), val_list=str(val_list), work_dir=str(work / "score"),
+                 foreground_value=255, **recipe), "--set")}
+    _, val_set = load_training_data(next(iter(configs.values())))
     start = time.perf_counter()
-    table = score_methods(val_set, predictors, modalities, progress=True)
+    table = score_methods(val_set, predictors, modalities, image_bins=True, progress=True,
+                          object_size=None if args.object_size == "off" else "auto")
     scoring = time.perf_counter() - start
     print(format_comparison(table))
     print(f"training seconds: {seconds}; scoring {scoring:.0f} s for {len(val_set.images)} "
           f"images; recipe {args.recipe} {recipe}; {os.cpu_count()} cores")
     name = "accuracy" + (f"_{args.recipe}" if args.recipe != "cpu" else "") + (
-        f"_{args.tag}" if args.tag else "")
+        f"_{args.tag}" if args.tag else "") + (f"_score_{Path(args.score).stem}"
+                                               if args.score else "") + (
+        "_object_size_auto" if args.object_size == "auto" else "")
     print(save(name, {"recipe": args.recipe, "settings": recipe, "tag": args.tag,
                       "training_seconds": seconds, "scoring_seconds": round(scoring, 1),
-                      "scores": table, "checkpoint": "last.keras"}))
+                      "object_size": args.object_size, "scores": table,
+                      "checkpoint": "last.keras"}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Tests for keras_unet.data.instances and the pipeline's boundary target."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +9,8 @@ import tensorflow as tf
 from keras_unet.data.instances import (
     boundary_target,
     label_instances,
+    median_object_diameter,
+    object_diameters,
     remove_small,
     semantic_classes,
 )
@@ -124,3 +128,21 @@ def test_an_empty_prediction_has_no_objects(target):
         probs[..., 0] = 1
     found, classes = label_instances(probs, target)
     assert found.max() == 0 and list(classes) == [0]
+
+
+def squares(sides, size=128):
+    """An instance mask of squares of the given sides, ids 1..n."""
+    ids = np.zeros((size, size), np.uint16)
+    x = 0
+    for i, side in enumerate(sides, 1):
+        ids[:side, x:x + side] = i
+        x += side + 1
+    return ids
+
+
+def test_the_diameter_of_a_square_is_that_of_the_disc_of_its_area():
+    np.testing.assert_allclose(object_diameters(squares([10, 20])),
+                               [math.sqrt(4 * 100 / math.pi), math.sqrt(4 * 400 / math.pi)])
+    assert median_object_diameter(squares([10, 20, 30])) == pytest.approx(
+        math.sqrt(4 * 400 / math.pi))
+    assert median_object_diameter(np.zeros((4, 4), np.uint16)) is None

@@ -8,6 +8,7 @@ from keras_unet.cli.types import (
     fraction,
     non_negative_float,
     non_negative_int,
+    object_size,
     overlap,
     positive_int,
     size,
@@ -100,6 +101,10 @@ def add_parsers(add) -> None:
         p.add_argument("--labels", help="labels.txt (default: beside the model)")
         p.add_argument("--tile", type=size, help="tile size for any-size .keras models")
         p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+        p.add_argument("--object-size", type=object_size, default=None, metavar="auto|off|PX",
+                       help="rescale each image so its objects have the size the model was "
+                            "trained on: auto estimates their diameter by a first prediction, "
+                            "PX gives it (default: off)")
         p.add_argument("--threads", type=positive_int, help="LiteRT threads")
 
 
@@ -158,7 +163,7 @@ def predict(args) -> int:
         return 2
     result = predict_files(
         predictor, args.input, args.output, tile=args.tile, overlap=args.overlap,
-        tta=args.tta, probabilities=args.probabilities,
+        tta=args.tta, probabilities=args.probabilities, object_size=args.object_size,
         min_size=MIN_OBJECT_SIZE if args.min_size is None else args.min_size,
         labelme=labelme, progress=True,
     )
@@ -171,6 +176,7 @@ def predict(args) -> int:
 def evaluate(args) -> int:
     """Runs `evaluate`."""
     from keras_unet.evaluation.evaluate import evaluate_dataset
+    from keras_unet.evaluation.groups import format_groups
     from keras_unet.evaluation.scores import (
         ObjectScores,
         format_confusion,
@@ -187,12 +193,17 @@ def evaluate(args) -> int:
         split=args.split, ignore_index=args.ignore_index, model_names=predictor.names)
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
-                              worst=args.worst, tta=args.tta, progress=True)
+                              worst=args.worst, tta=args.tta, progress=True,
+                              object_size=args.object_size)
     print(format_scores(result))
     if result["objects"]:
         print(format_object_scores(ObjectScores.from_dict(result["objects"])))
     print("confusion matrix (rows truth, columns prediction):")
     print(format_confusion(result["confusion_matrix"], dataset.names))
+    print(f"image-averaged Dice {result['image_dice']:.3f} (each image counts once; the "
+          "table above pools pixels)")
+    print("by image brightness and object size:")
+    print(format_groups(result["groups"]))
     print("worst images (foreground Dice): "
           + ", ".join(f"{n} {d:.3f}" for n, d in result["worst"]))
     print(f"report: {args.output} (scores.json, per_image.csv, confusion.png, worst/)")

@@ -35,6 +35,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def object_size(text: str) -> float | str | None:
+    """`--object-size`: `auto`, `off` (`None`) or a diameter in pixels > 0."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, off or a diameter in pixels, got {text}") from None
+
+
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
     value = _number(text)

@@ -14,6 +14,8 @@ same rule in NumPy, used by validation and as the tests' reference.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from keras_unet.data.labels import IGNORE_ID
@@ -159,3 +161,68 @@ def _object_classes(ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
     result = votes.argmax(1).astype(np.int32)
     result[0] = 0
     return result
+
+
+def object_diameters(instances: np.ndarray) -> np.ndarray:
+    """Equivalent diameters of the objects of an instance-id mask.
+
+    Args:
+        instances: `(H, W)` object ids, 0 = no object.
+
+    Returns:
+        `sqrt(4 * area / pi)` of every object, in pixels (empty without
+        objects).
+    """
+    _, areas = np.unique(instances[instances > 0], return_counts=True)
+    return np.sqrt(4.0 * areas / np.pi)
+
+
+def median_object_diameter(instances: np.ndarray) -> float | None:
+    """The median equivalent diameter of the objects, or `None` without any."""
+    diameters = object_diameters(instances)
+    return float(np.median(diameters)) if diameters.size else None
+
+
+def foreground_objects(truth: np.ndarray) -> np.ndarray:
+    """Objects of a class-id mask: connected components of its classes but 0.
+
+    Args:
+        truth: `(H, W)` class ids, 0 = background, 255 = ignore.
+
+    Returns:
+        `(H, W)` object ids (8-connectivity).
+    """
+    from scipy import ndimage
+
+    ids, _ = ndimage.label((truth > 0) & (truth != IGNORE_ID), structure=np.ones((3, 3)))
+    return ids
+
+
+def dataset_object_size(masks, instances=None, *, has_background: bool = True) -> dict | None:
+    """The size of a dataset's objects, as a model trained on it records it.
+
+    Args:
+        masks: Class-id masks (arrays), one per image; any iterable, read
+            one at a time.
+        instances: Instance-id masks, same order (any iterable), or `None`:
+            the objects are then the connected components of the
+            foreground classes.
+        has_background: Whether class 0 is `_background_`; without it
+            (and without instance masks) there are no objects.
+
+    Returns:
+        `{"median_diameter", "range": [10th, 90th percentile], "objects"}`
+        of the objects' equivalent diameters in pixels, pooled over the
+        images, or `None` without objects.
+    """
+    if instances is None and not has_background:
+        return None
+    diameters = [object_diameters(ids if ids is not None else foreground_objects(mask))
+                 for mask, ids in zip(masks, itertools.repeat(None)
+                                      if instances is None else instances)]
+    pooled = np.concatenate(diameters) if diameters else np.zeros(0)
+    if not pooled.size:
+        return None
+    low, median, high = np.percentile(pooled, [10, 50, 90])
+    return {"median_diameter": round(float(median), 2),
+            "range": [round(float(low), 2), round(float(high), 2)], "objects": int(pooled.size)}

@@ -18,12 +18,10 @@ from keras_unet.data.instances import remove_small
 from keras_unet.data.labels import BACKGROUND_LABEL
 from keras_unet.data.readers import read_image, read_instances
 from keras_unet.evaluation.evaluate import evaluate_prediction
+from keras_unet.evaluation.groups import GroupScores, group_order, image_groups
 from keras_unet.evaluation.scores import (
-    ObjectScores,
     confusion,
-    image_foreground_dice,
     object_scores,
-    per_class_scores,
 )
 from keras_unet.inference.predict import predict_image
 
@@ -113,6 +111,8 @@ def score_methods(
     predictors: dict | None = None,
     groups: dict[str, str] | None = None,
     *,
+    image_bins: bool = False,
+    object_size: float | str | None = None,
     progress: bool = False,
 ) -> dict:
     """Foreground Dice and object scores of the baselines (and models).
@@ -124,6 +124,10 @@ def score_methods(
             the baselines, or `None`.
         groups: Pair name (mask stem) -> group (e.g. imaging modality);
             every figure is also given per group.
+        image_bins: Also score the brightness and object-size groups of
+            `keras_unet.evaluation.groups` (`brightness:dim`, `size:large`).
+        object_size: The models' `predict_image(object_size=...)`: rescale
+            images to the training object size (`"auto"`), or not (`None`).
         progress: Show a progress bar.
 
     Returns:
@@ -136,7 +140,8 @@ def score_methods(
     """
     predictors = predictors or {}
     methods = list(METHODS) + list(predictors)
-    pooled = {}
+    names = [BACKGROUND_LABEL, "foreground"]
+    pooled = {method: {} for method in methods}
     for index in tqdm(range(len(dataset.images)), desc="scoring", unit="image",
                       disable=None if progress else True):
         stem = dataset.stems[index]
@@ -154,36 +159,29 @@ def score_methods(
         for name, predictor in predictors.items():
             model_image = image if predictor.channels == 3 else read_image(
                 dataset.images[index], predictor.channels)
-            probs = predict_image(predictor, model_image)
+            probs = predict_image(predictor, model_image, object_size=object_size)
             result = evaluate_prediction(probs, truth, 2, target=predictor.target,
                                          true_instances=true_ids)
             results[name] = (result.confusion, result.objects)
+        bins = image_groups(image, truth, instances=true_ids)["groups"] if image_bins else []
         # dict.fromkeys: an image whose group is named "all" counts once.
-        for group in dict.fromkeys(("all", (groups or {}).get(stem))):
+        for group in dict.fromkeys(("all", (groups or {}).get(stem), *bins)):
             if group is None:
                 continue
             for method, (matrix, objects) in results.items():
-                entry = pooled.setdefault(method, {}).setdefault(
-                    group, [np.zeros((2, 2), np.int64), ObjectScores(), []])
-                entry[0] = entry[0] + matrix
-                entry[1] = entry[1].add(objects)
-                entry[2].append(_foreground_dice(matrix))
+                pooled[method].setdefault(group, GroupScores(names)).add(matrix, objects)
     table = {}
     for method in methods:
-        for group, (matrix, objects, image_dice) in pooled[method].items():
+        for group in sorted(pooled[method], key=lambda g: (":" in g, group_order(g))):
+            scores = pooled[method][group]
+            summary, objects = scores.as_dict(), scores.objects
             table.setdefault(method, {})[group] = {
-                "images": objects.images,
-                "foreground_dice": _foreground_dice(matrix),
-                "image_dice": float(np.mean(image_dice)),
+                "images": summary["images"], "foreground_dice": summary["dice"],
+                "image_dice": summary["image_dice"],
                 "mean_ap": objects.mean_ap, "f1": objects.f1, "missed": objects.missed,
                 "split": objects.split, "merged": objects.merged,
             }
     return table
-
-
-def _foreground_dice(matrix: np.ndarray) -> float:
-    """Foreground Dice of a 2x2 confusion matrix (see `image_foreground_dice`)."""
-    return image_foreground_dice(per_class_scores(matrix, [BACKGROUND_LABEL, "fg"]))
 
 
 def _components(foreground: np.ndarray) -> np.ndarray:

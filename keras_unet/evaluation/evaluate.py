@@ -24,6 +24,7 @@ from keras_unet.data.labels import IGNORE_ID
 from keras_unet.data.pairs import Dataset, check_dataset
 from keras_unet.data.readers import read_image, read_instances
 from keras_unet.data.visualize import overlay
+from keras_unet.evaluation.groups import GroupScores, group_order, image_groups
 from keras_unet.evaluation.scores import (
     ObjectScores,
     confusion,
@@ -97,12 +98,17 @@ def evaluate_dataset(
     worst: int = 5,
     tta: bool = False,
     progress: bool = False,
+    object_size: float | str | None = None,
 ) -> dict:
     """Scores a model on a dataset folder and writes a report for people.
 
     Writes `scores.json` (per-class IoU/Dice/precision/recall, pixel
-    accuracy, confusion matrix, and object scores when the dataset has
-    instance masks), `per_image.csv`, `confusion.png`, and the `worst`
+    accuracy, confusion matrix, object scores when the dataset has
+    instance masks, `image_dice`: the mean of the images' own Dice beside
+    the pooled one, and `groups`: the scores of each brightness and
+    object-size group, see `keras_unet.evaluation.groups`),
+    `per_image.csv` (with each image's brightness, median object diameter
+    and groups), `confusion.png`, and the `worst`
     images by Dice side by side with captions (`worst/<name>.png`: image |
     truth | prediction).
 
@@ -114,6 +120,8 @@ def evaluate_dataset(
         worst: How many of the lowest-Dice images to draw.
         tta: Flip test-time augmentation.
         progress: Show a progress bar.
+        object_size: Rescale each image to the training object size
+            (`keras_unet.inference.predict.predict_image`).
 
     Returns:
         The `scores.json` content, with `"worst"`: `[(name, dice), ...]`.
@@ -126,8 +134,7 @@ def evaluate_dataset(
     check_dataset(dataset, instances=bool(dataset.instances))
     output_dir = Path(output_dir)
     names = dataset.names
-    total = np.zeros((len(names), len(names)), np.int64)
-    objects = ObjectScores() if dataset.instances else None
+    everything, groups = GroupScores(names), {}
     rows, kept = [], []
     for index in tqdm(range(len(dataset.images)), desc="evaluate", unit="image",
                       disable=None if progress else True):
@@ -135,22 +142,30 @@ def evaluate_dataset(
         image = read_image(image_path, predictor.channels)
         truth = dataset.read_mask(index)
         instances = read_instances(dataset.instances[index]) if dataset.instances else None
-        probabilities = predict_image(predictor, image, tile=tile, tta=tta)
+        probabilities = predict_image(predictor, image, tile=tile, tta=tta,
+                                      object_size=object_size)
         result = evaluate_prediction(probabilities, truth, len(names),
                                      target=predictor.target, true_instances=instances)
-        total += result.confusion
+        placed = image_groups(image, truth, instances=instances,
+                              has_background=dataset.has_background)
+        for scores_of in (everything, *(groups.setdefault(g, GroupScores(names))
+                                        for g in placed["groups"])):
+            scores_of.add(result.confusion, result.objects)
         scores = per_class_scores(result.confusion, names)
         row = {"image": image_path, "foreground_dice": scores["foreground_dice"],
                "mean_iou": scores["mean_iou"], "pixel_accuracy": scores["pixel_accuracy"]}
         if result.objects is not None:
-            objects = objects.add(result.objects)
             row.update(mean_ap=result.objects.mean_ap, true_objects=result.objects.true_objects,
                        predicted_objects=result.objects.predicted_objects)
+        row.update(brightness=round(placed["brightness"], 2),
+                   object_diameter=placed["object_diameter"], groups=" ".join(placed["groups"]))
         rows.append(row)
         kept.append((image_foreground_dice(scores), image_path, image, truth, result.classes))
         kept = sorted(kept, key=lambda k: k[0])[:worst]  # bounded memory
-    result = summarize(total, names, objects)
+    result = summarize(everything.matrix, names, everything.objects)
     result["images"] = len(rows)
+    result["image_dice"] = everything.as_dict()["image_dice"]
+    result["groups"] = {name: groups[name].as_dict() for name in sorted(groups, key=group_order)}
     files.write_text(output_dir / "scores.json", json.dumps(result, indent=2) + "\n")
 
     def write_csv(tmp):
@@ -160,7 +175,7 @@ def evaluate_dataset(
             writer.writerows(rows)
 
     files.atomic_write(output_dir / "per_image.csv", write_csv)
-    plot_confusion(total, names, output_dir / "confusion.png")
+    plot_confusion(everything.matrix, names, output_dir / "confusion.png")
     for dice, image_path, image, truth, predicted in kept:
         picture = side_by_side(image, truth, predicted, names,
                                f"{Path(image_path).name}   foreground Dice {dice:.3f}")

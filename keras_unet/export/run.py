@@ -25,7 +25,7 @@ from keras_unet.export.formats import OTHER_FORMATS, export_other
 from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import PRECISIONS, export_tflite
 from keras_unet.export.verify import DEFAULT_AGREEMENT, check_min_agreement
-from keras_unet.inference.predict import InferenceError, load_keras_model, pad_image
+from keras_unet.inference.predict import InferenceError, load_keras_model, model_config, pad_image
 from keras_unet.models import pretrained
 from keras_unet.training.runs import RunFolder
 from keras_unet.training.train import TrainConfig, load_training_data
@@ -118,7 +118,8 @@ def export_run(
     precisions, formats = list(precisions), list(formats)
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
-    model, config = _load_source(pretrained.resolve(source), data)
+    model, config, model_path = _load_source(pretrained.resolve(source), data)
+    object_size = model_config(model_path).get("object_size")
     train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size
@@ -137,7 +138,7 @@ def export_run(
                     verification_images=verification, precision=name, input_size=size,
                     representative=(x[None] for x in calibration), io_type=io_type,
                     min_agreement=min_agreement, num_threads=num_threads,
-                    latency_runs=latency_runs, about=about,
+                    latency_runs=latency_runs, about=about, object_size=object_size,
                 ))
             else:
                 reports.append(export_other(
@@ -145,7 +146,7 @@ def export_run(
                     verification_images=verification, input_size=size,
                     min_agreement=DEFAULT_AGREEMENT["float32"]
                     if min_agreement is None else min_agreement,
-                    names=train_set.names, about=about,
+                    names=train_set.names, about=about, object_size=object_size,
                 ))
         except (ExportError, ExportVerificationError) as err:
             refused.append((name, err))
@@ -185,8 +186,8 @@ def _check_arguments(precisions, formats, input_size, calibration, verification,
 
 
 def _load_source(source: Path, data):
-    """`(model, TrainConfig)` of a run folder (its best model) or a `.keras`
-    file (a run's checkpoint comes with the run's config)."""
+    """`(model, TrainConfig, model file)` of a run folder (its best model) or
+    a `.keras` file (a run's checkpoint comes with the run's config)."""
     if source.is_dir():
         run = RunFolder(source)
         if not run.config.is_file():
@@ -211,4 +212,4 @@ def _load_source(source: Path, data):
         config = TrainConfig(data=str(data), channels=model.input_shape[-1])
     elif data is not None:
         config = dataclasses.replace(config, data=str(data), images_dir=None, masks_dir=None)
-    return model, config
+    return model, config, model_path

@@ -31,6 +31,7 @@ from keras_unet.data.readers import IMAGE_SUFFIXES, ReadError, read_image, save_
 from keras_unet.data.visualize import overlay
 from keras_unet.errors import KerasUnetError
 from keras_unet.inference.preannotate import pixel_confidence
+from keras_unet.inference.scale import predict_at_object_size
 from keras_unet.logs import native_output_silenced
 from keras_unet.models import pretrained
 from keras_unet.models.metadata import read_metadata
@@ -56,6 +57,9 @@ class Predictor:
         target: `"semantic"`, or `"instances"` for models that predict the
             boundary class too (see `keras_unet.data.instances`).
         names: Class names by id, when known.
+        object_size: The training objects' size, where the model records
+            it: `{"median_diameter": px, "range": [low, high]}` (see
+            `keras_unet.inference.scale`).
     """
 
     run: Callable[[np.ndarray], np.ndarray]
@@ -65,6 +69,7 @@ class Predictor:
     path: str
     target: str = "semantic"
     names: list[str] | None = None
+    object_size: dict | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
@@ -163,6 +168,7 @@ def load_predictor(
     names, source = find_labels(path, labels, meta if path.suffix == ".tflite" else None)
     predictor.names = names
     predictor.target = meta.get("target") or target_from_outputs(outputs, names)
+    predictor.object_size = meta.get("object_size")
     if names is not None:
         expected = output_count(len(names), predictor.target)
         # An export has one channel per class, two for a sigmoid model.
@@ -194,15 +200,20 @@ def target_from_outputs(outputs: int, names: list[str] | None) -> str:
 
 def model_config(model_path: str | os.PathLike) -> dict:
     """What a `.keras` file's folder says of it: the run's `config.json` above
-    a checkpoint (`run/checkpoints/x.keras`), or a bundled model's
-    `card.json` (both carry its `target`); `{}` when there is neither."""
+    a checkpoint (`run/checkpoints/x.keras`), with the run's
+    `object_size.json` as `"object_size"`, or a bundled model's `card.json`
+    (both carry its `target`); `{}` when there is neither."""
     model_path = Path(model_path)
     for folder in (model_path.parent, model_path.parent.parent):
         for name in ("config.json", "card.json"):
             config = folder / name
             if config.is_file():
                 try:
-                    return json.loads(config.read_text(encoding="utf-8"))
+                    found = json.loads(config.read_text(encoding="utf-8"))
+                    if (folder / "object_size.json").is_file():
+                        found["object_size"] = json.loads(
+                            (folder / "object_size.json").read_text(encoding="utf-8"))
+                    return found
                 except (OSError, ValueError):
                     return {}
     return {}
@@ -512,12 +523,15 @@ def predict_image(
     batch_size: int = 4,
     tta: bool = False,
     progress: bool = False,
+    object_size: float | str | None = None,
 ) -> np.ndarray:
     """Predicts one image of any size.
 
     A model with a fixed input size (or any model when `tile` is given) runs
     by tiles; a model that takes any size runs on the whole image, padded to
-    its size multiple and cropped back.
+    its size multiple and cropped back. With `object_size`, the image is
+    first resized so that its objects have the training size
+    (`keras_unet.inference.scale`).
 
     Args:
         predictor: The model.
@@ -527,10 +541,26 @@ def predict_image(
         batch_size: Tiles in memory at once.
         tta: Flip test-time augmentation.
         progress: Show a progress bar over the tiles.
+        object_size: The image's median object diameter in pixels, or
+            `"auto"` to estimate it by a first prediction; `None`: predict
+            at the image's own scale.
 
     Returns:
         float32 `(H, W, K)` probabilities.
+
+    Raises:
+        InferenceError: If `object_size` is given for a model that records
+            no training object size.
     """
+    if object_size is not None:
+        if not predictor.object_size:
+            raise InferenceError(f"{predictor.path}: the model records no training object "
+                                 "size, so --object-size cannot rescale for it")
+        probabilities, _ = predict_at_object_size(
+            lambda scaled: predict_image(predictor, scaled, tile=tile, overlap=overlap,
+                                         batch_size=batch_size, tta=tta, progress=progress),
+            image, predictor.object_size, object_size, predictor.target)
+        return probabilities
     tile = tile or predictor.input_size
     if tile is not None:
         return predict_tiled(predictor, image, tile, overlap=overlap,
@@ -603,6 +633,7 @@ def predict_files(
     min_size: int = MIN_OBJECT_SIZE,
     labelme=None,
     progress: bool = False,
+    object_size: float | str | None = None,
 ) -> PredictionSummary:
     """Predicts masks for image files and writes them for people and programs.
 
@@ -626,6 +657,9 @@ def predict_files(
         labelme: A `keras_unet.inference.preannotate.LabelMeOutput` to write LabelMe
             files too, or `None`.
         progress: Show progress bars (images, and tiles of large images).
+        object_size: Rescale each image to the training object size: the
+            images' median object diameter in pixels, or `"auto"` (see
+            `predict_image`).
 
     Returns:
         A `PredictionSummary`.
@@ -640,6 +674,9 @@ def predict_files(
     if labelme is not None and predictor.names is None:
         raise InferenceError(f"{predictor.path}: LabelMe files need the class names: give "
                              "--labels")
+    if object_size is not None and not predictor.object_size:
+        raise InferenceError(f"{predictor.path}: the model records no training object size, "
+                             "so --object-size cannot rescale for it")
     output_dir = Path(output_dir)
     root = Path(source) if Path(source).is_dir() else None
     paths = _inputs(list_images(source), output_dir, root)
@@ -653,7 +690,7 @@ def predict_files(
             summary.errors.append((str(path), str(err).split(": ", 1)[-1]))
             continue
         probs = predict_image(predictor, image, tile=tile, overlap=overlap, tta=tta,
-                              progress=progress)
+                              progress=progress, object_size=object_size)
         stem = _stem(path, root)
         objects = None
         if predictor.target == "instances":

@@ -13,6 +13,7 @@
       curves.png              loss and Dice per epoch
       summary.json            validation scores of best.keras
       split.json              the training and validation pairs, by name
+      object_size.json        the training objects' median diameter and range
       .lock                   held by the training process using the folder
 
 An epoch counts as done once `state.json` says so. At the end of an epoch
@@ -146,6 +147,7 @@ class RunFolder:
         self.log = self.path / "log.csv"
         self.curves = self.path / "curves.png"
         self.summary = self.path / "summary.json"
+        self.object_size = self.path / "object_size.json"
         self.tensorboard = self.path / "tensorboard"
         self.lock_file = self.path / ".lock"
         self.split = self.path / "split.json"

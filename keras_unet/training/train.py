@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from keras_unet import files
 from keras_unet.data.augment import Augment
+from keras_unet.data.instances import dataset_object_size
 from keras_unet.data.labels import IGNORE_ID, labels_text
 from keras_unet.data.pairs import (
     Dataset,
@@ -54,7 +55,7 @@ from keras_unet.data.pipeline import (
     make_dataset,
     write_tfrecords,
 )
-from keras_unet.data.readers import image_size
+from keras_unet.data.readers import image_size, read_instances
 from keras_unet.data.weights import border_weight_maps, target_pixel_counts
 from keras_unet.errors import KerasUnetError
 from keras_unet.inference.predict import (
@@ -325,6 +326,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     run.path.mkdir(parents=True, exist_ok=True)
     config.save(run.config)
     files.write_text(run.labels, labels_text(names))
+    if chief:
+        _record_object_size(run, train_set)
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
     policy = "mixed_float16" if _auto(config.mixed_precision, gpu) else "float32"
@@ -458,6 +461,18 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     run.write_state(state)
     return _result(run, state, initial_epoch=start_epoch, validation=validation,
                    plot=chief)
+
+
+def _record_object_size(run: RunFolder, train_set: Dataset) -> None:
+    """Writes the training objects' size to the run (`object_size.json`), which
+    `predict --object-size` rescales new images to."""
+    masks = (train_set.read_mask(i) for i in range(len(train_set.images)))
+    instances = map(read_instances, train_set.instances) if train_set.instances else None
+    size = dataset_object_size(masks, instances, has_background=train_set.has_background)
+    if size is not None:
+        files.write_text(run.object_size, json.dumps(size) + "\n")
+        log.info("training objects: median diameter %.1f px (10th-90th percentile %.1f-%.1f)",
+                 size["median_diameter"], *size["range"])
 
 
 def _phases(config: TrainConfig, epochs: int) -> list[tuple[int, int]]:
