@@ -113,7 +113,9 @@ def test_the_export_sidecar_carries_the_object_size(trained_run, tmp_path):
     run, _ = trained_run
     export_run(run, tmp_path, precisions=("float32",), input_size=(128, 128), latency_runs=0)
     meta = read_metadata(tmp_path / "model_float32.tflite")
-    assert meta["object_size"] == json.loads((run / "object_size.json").read_text())
+    recorded = json.loads((run / "object_size.json").read_text())
+    assert {k: meta["object_size"][k] for k in recorded} == recorded
+    assert meta["object_size"]["rescale"]["tolerance"] == TOLERANCE  # the app's recipe
     assert load_predictor(tmp_path / "model_float32.tflite").object_size == meta["object_size"]
 
 

@@ -26,6 +26,7 @@ from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import PRECISIONS, export_tflite
 from keras_unet.export.verify import DEFAULT_AGREEMENT, check_min_agreement
 from keras_unet.inference.predict import InferenceError, load_keras_model, model_config, pad_image
+from keras_unet.inference.scale import rescale_rule
 from keras_unet.models import pretrained
 from keras_unet.training.runs import RunFolder
 from keras_unet.training.train import TrainConfig, load_training_data
@@ -120,6 +121,8 @@ def export_run(
                      verification_samples, min_agreement)
     model, config, model_path = _load_source(pretrained.resolve(source), data)
     object_size = model_config(model_path).get("object_size")
+    if object_size is not None:
+        object_size = {**object_size, "rescale": rescale_rule()}
     train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size

@@ -94,3 +94,13 @@ def predict_at_object_size(
     height, width = image.shape[:2]
     scaled = resize(image, max(1, round(height * factor)), max(1, round(width * factor)))
     return resize(predict(scaled), height, width), factor
+
+
+def rescale_rule() -> dict:
+    """How `predict --object-size` rescales, for an export's sidecar: an app
+    that runs the model on images of another magnification can do the same."""
+    return {"estimate": "median equivalent diameter sqrt(4*area/pi) of the objects of a "
+                        "first prediction at the image's own size",
+            "tolerance": TOLERANCE, "min_factor": MIN_FACTOR, "max_factor": MAX_FACTOR,
+            "factor": "median_diameter / image's diameter, unless within tolerance; "
+                      "probabilities resized back bilinearly"}
