@@ -19,7 +19,8 @@ FLOPs of one training step (counted by `torch.utils.flop_counter` for the
 PyTorch models; for `build_unet`, 3x the forward convolution FLOPs from the
 layer shapes, which the plain PyTorch U-Net's count checks), and the achieved
 fraction of the CPU's peak: cores x clock x FMA units x (vector bits / 32)
-x 2 for float32, twice that for AVX512_BF16 dot products.
+x 2 for float32; for bfloat16, cores x clock x 1024 on CPUs with AMX (Intel's
+figure for its tile unit), else twice the float32 peak with AVX512_BF16.
 
     python benchmarks/bench_torch.py [--rounds 4] [--steps 15] [--fma-units 2]
 """
@@ -40,6 +41,9 @@ SIZE, BATCH, FILTERS, DEPTH, CLASSES = 128, 8, 16, 4, 2
 CASES = ["keras_float32", "keras_bfloat16", "torch_nchw", "torch_channels_last",
          "torch_channels_last_bf16", "smp_unet_resnet18"]
 TORCH_FLOAT32 = ("torch_nchw", "torch_channels_last")
+AMX_BF16_FLOPS_PER_CYCLE = 1024
+BF16_UNIT = {(True, True): "AMX", (True, False): "AMX", (False, True): "AVX512_BF16",
+             (False, False): "no bfloat16 unit"}
 
 
 def timed_steps(step, warmup: int, steps: int) -> float:
@@ -183,10 +187,14 @@ def cpu_peak(fma_units: int) -> dict:
     cores = len(os.sched_getaffinity(0))
     bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
     fp32 = cores * mhz * 1e6 * fma_units * (bits // 32) * 2
+    if "amx_bf16" in flags:  # Intel's AMX tile unit: 1024 bfloat16 FLOPs per cycle and core
+        bf16 = cores * mhz * 1e6 * AMX_BF16_FLOPS_PER_CYCLE
+    else:  # AVX512_BF16 dot products: twice the float32 lanes
+        bf16 = 2 * fp32 if "avx512_bf16" in flags else fp32
     return {"model": re.search(r"^model name\s*:\s*(.*)$", info, re.M).group(1).strip(),
             "cores": cores, "mhz": mhz, "vector_bits": bits, "fma_units": fma_units,
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
-            "fp32_peak": fp32, "bf16_peak": 2 * fp32 if "avx512_bf16" in flags else fp32}
+            "fp32_peak": fp32, "bf16_peak": bf16}
 
 
 def main():
@@ -224,7 +232,8 @@ def main():
             continue
         rate = median(rates[name])
         flops = rs[0]["flops"]
-        peak_flops = peak["bf16_peak"] if "bf16" in name else peak["fp32_peak"]
+        bf16 = "bf16" in name or "bfloat16" in name
+        peak_flops = peak["bf16_peak"] if bf16 else peak["fp32_peak"]
         rows.append({
             "case": name,
             "images/s": f"{rate:.1f}",
@@ -237,7 +246,7 @@ def main():
     print(f"\n{peak['model']}, {peak['cores']} cores at {peak['mhz']:.0f} MHz, "
           f"{peak['vector_bits']}-bit vectors x {peak['fma_units']} FMA: peak float32 "
           f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, bfloat16 {peak['bf16_peak'] / 1e9:.0f} "
-          f"GFLOP/s (AMX: {peak['amx_bf16']}, not counted)\n")
+          f"GFLOP/s ({BF16_UNIT[peak['amx_bf16'], peak['avx512_bf16']]})\n")
     print(table(rows, ["case", "images/s", "rounds", "vs best torch fp32", "params",
                        "GFLOP/step", "of peak"]))
     path = save("torch", {"cpu": peak, "size": SIZE, "batch": BATCH, "filters": FILTERS,

@@ -8,7 +8,13 @@ import pytest
 
 from keras_unet import DiceCELoss, build_unet
 from keras_unet.export import ExportVerificationError
-from keras_unet.models.backbones import BACKBONES, STRIDES, BackboneWeightsError, feature_layers
+from keras_unet.models.backbones import (
+    BACKBONES,
+    SCRATCH_BN_MOMENTUM,
+    STRIDES,
+    BackboneWeightsError,
+    feature_layers,
+)
 
 SIZE = 64
 # One light backbone trains in the default suite (tracing the gradient of a
@@ -82,6 +88,24 @@ def test_weights_from_a_path_are_loaded_into_the_encoder(tmp_path):
             np.testing.assert_array_equal(w.numpy(), by_name[key])
             compared += 1
     assert compared >= 0.9 * len(encoder.weights)
+
+
+def test_an_encoder_from_scratch_gets_the_decoders_batch_norm_momentum(tmp_path):
+    """Keras Applications' 0.999 suits pretrained statistics; from scratch it
+    leaves inference-mode outputs near their initial statistics for
+    thousands of steps. Loaded weights keep the model's own momentum."""
+    def momenta(model):
+        return {layer.momentum for layer in model.get_layer("encoder").layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    scratch = build_unet((SIZE, SIZE, 3), 1, backbone="mobilenet_v2")
+    assert momenta(scratch) == {SCRATCH_BN_MOMENTUM}
+    source = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False,
+                                            weights=None)
+    path = tmp_path / "mobilenet_v2_notop.weights.h5"
+    source.save_weights(path)
+    loaded = build_unet((SIZE, SIZE, 3), 1, backbone="mobilenet_v2", backbone_weights=str(path))
+    assert momenta(loaded) == {0.999}
 
 
 def test_offline_imagenet_weights_give_the_documented_error(monkeypatch, tmp_path):

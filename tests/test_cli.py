@@ -318,3 +318,22 @@ def test_evaluate_refuses_a_dataset_whose_classes_are_not_the_models(
     code, output = run(["evaluate", folder / "m.keras", "--data", dataset,
                         "--foreground-value", 1, "--output", tmp_path / "eval"], capsys)
     assert code == 0 and "nucleus" in output
+
+
+def test_messages_go_to_the_stderr_of_the_moment(monkeypatch):
+    """A notebook or test harness may swap `sys.stderr` between two commands;
+    the messages of the next one must reach the new stream, not a closed one."""
+    import io
+    import logging
+    import sys
+
+    from keras_unet.cli import quiet
+
+    quiet(False)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("keras_unet.test").info("one")
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()
+    logging.getLogger("keras_unet.test").info("two")
+    assert second.getvalue() == "two\n"

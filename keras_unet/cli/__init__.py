@@ -82,7 +82,7 @@ def quiet(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     set_quiet(True)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_PlainFormatter())
     ours = logging.getLogger("keras_unet")
     ours.handlers[:] = [handler]  # the root logger has none: nothing prints twice
@@ -92,6 +92,19 @@ def quiet(verbose: bool) -> None:
     warnings.filterwarnings("ignore", module="keras")
     warnings.filterwarnings("ignore", module="tensorflow")
     warnings.filterwarnings("ignore", module="ai_edge_litert")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the `sys.stderr` of the moment, not the one it was made with
+    (a caller, a notebook or pytest may replace it between two commands)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 
 
 class _PlainFormatter(logging.Formatter):

@@ -46,6 +46,8 @@ BACKBONES = {
 STRIDES = (2, 4, 8, 16, 32)
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 DOWNLOAD_TIMEOUT_S = 15
+# Batch-norm momentum of an encoder trained from scratch (the decoder's, PyTorch's).
+SCRATCH_BN_MOMENTUM = 0.9
 
 
 class BackboneWeightsError(KerasUnetError, RuntimeError):
@@ -101,6 +103,25 @@ def _instantiate(name: str, input_shape, weights):
     return getattr(keras.applications, constructor)(
         input_shape=input_shape, include_top=False, weights=weights, **extra
     )
+
+
+def _settle_batch_norm(backbone) -> None:
+    """Gives a randomly initialized encoder's batch norms the decoder's momentum.
+
+    Keras Applications keep their moving statistics with momentum 0.99 to
+    0.999, right for fine-tuning ImageNet weights whose statistics are
+    already good. Trained from scratch, those statistics stay near their
+    initial values for thousands of steps, so the model scores near zero in
+    inference mode while it trains well: MobileNetV2 (momentum 0.999) on
+    CamVid kept a validation mIoU of 0.02-0.03 for its first 800 steps while
+    its training IoU rose to 0.23. With `SCRATCH_BN_MOMENTUM` they follow
+    within a few dozen steps.
+    """
+    import keras
+
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = SCRATCH_BN_MOMENTUM
 
 
 def _imagenet(name: str, input_shape):
@@ -168,6 +189,8 @@ def build_encoder(
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"backbone_weights file not found: {weights}")
             backbone.load_weights(str(weights))
+        else:
+            _settle_batch_norm(backbone)
     probe = backbone if height and width and not height % 32 and not width % 32 else (
         _instantiate(name, (224, 224, 3), None))
     found = feature_layers(probe)
