@@ -91,10 +91,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     (the same weights, the same moving-statistics update with the biased
     batch variance); inference, other backends, masks and renormalization
     use the Keras layer's own path, so saved models and TFLite exports are
-    unchanged.
-
-    Args:
-        **kwargs: `keras.layers.BatchNormalization` arguments.
+    unchanged. It takes the arguments of `keras.layers.BatchNormalization`.
     """
 
     def call(self, inputs, training=None, mask=None):
