@@ -38,31 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, recipe_with, save  # noqa: E402
 
 from keras_unet import files  # noqa: E402
-from keras_unet.training.config import STAIN_AUGMENTATION  # noqa: E402
+from keras_unet.training.recipes import RECIPES as PACKAGE_RECIPES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 
-# Each recipe trains both modes; the CPU one fits 45 minutes on 2 cores in all.
-# Crops are drawn by area (large images are cropped as often as their area
-# holds crops), and the CPU recipe validates 12 times, not 20: validating
-# takes about as long as 100 training steps here (measured, see docs/benchmarks/accuracy.md).
-RECIPES = {
-    "cpu": dict(
-        channels=3, crop_size=128, batch_size=8, epochs=12, steps_per_epoch=250, lr=3e-3,
-        model={"filters": 16, "depth": 4, "normalization": "batch",
-               "input_normalization": "per_image"},
-        augment=STAIN_AUGMENTATION, sampling="area",
-        boundary_width=2, early_stopping=0,
-    ),
-    "gpu": dict(
-        channels=3, crop_size=256, batch_size=16, epochs=100, steps_per_epoch=100, lr=2e-3,
-        model={"filters": 32, "depth": 4, "normalization": "batch",
-               "input_normalization": "per_image"},
-        augment=STAIN_AUGMENTATION, sampling="area",
-        boundary_width=2, early_stopping=0,
-    ),
-}
+# The package's nuclei recipes (`keras-unet train --recipe nuclei-cpu`); each
+# benchmark run trains both targets with them. The CPU one fits 45 minutes on
+# 2 cores in all: crops are drawn by area, and it validates 12 times, not 20
+# (validating takes about as long as 100 training steps here).
+RECIPES = {"cpu": PACKAGE_RECIPES["nuclei-cpu"], "gpu": PACKAGE_RECIPES["nuclei-gpu"]}
 
 
 def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
@@ -152,8 +137,9 @@ def main():
     recipe = recipe_with(RECIPES, args.recipe, args.set)
     try:  # a bad --set is named before anything trains
         configs = {mode: TrainConfig.from_values(
-            dict(data=str(data), val_list=str(val_list), work_dir=str(work / mode),
-                 foreground_value=255, target=mode, tensorboard=False, verbose=2, **recipe),
+            {**recipe, "data": str(data), "val_list": str(val_list),
+             "work_dir": str(work / mode), "foreground_value": 255, "target": mode,
+             "tensorboard": False, "verbose": 2},
             "--set") for mode in args.modes}
         for config in configs.values():
             config.validate()

@@ -24,33 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, recipe_with, save, table  # noqa: E402
 
+from keras_unet.training.recipes import RECIPES as PACKAGE_RECIPES  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "camvid"
 VOID = 11
 
-# Street scenes: horizontal flips only (the sky stays up), no rotations;
-# median-frequency class weights for the thin rare classes (pole, sign,
-# pedestrian, bicyclist), as SegNet trained.
-STREET_AUGMENTATION = {"vertical_flip": False, "rotate90": False, "scale": [0.75, 1.5],
-                       "brightness": 0.1, "contrast": [0.8, 1.2]}
-RECIPES = {
-    "cpu": dict(
-        # The budget picks the epochs (at most `epochs`) from the measured step
-        # and validation times; 100 steps an epoch keep validation (17 s on the
-        # 101 scenes) a small share.
-        crop_size=256, batch_size=8, epochs=100, steps_per_epoch=100, time_budget=45,
-        lr=3e-3, schedule="cosine",
-        loss="dice_ce", class_weighting="median_frequency",
-        model={"filters": 24, "depth": 4, "normalization": "batch"},
-        augment=STREET_AUGMENTATION, early_stopping=0,
-    ),
-    "gpu": dict(
-        crop_size=352, batch_size=16, epochs=150, lr=2e-3, schedule="cosine",
-        loss="dice_ce", class_weighting="median_frequency",
-        model={"filters": 32, "depth": 5, "normalization": "batch"},
-        augment=STREET_AUGMENTATION, early_stopping=0,
-    ),
-}
+# The package's street recipes (`keras-unet train --recipe street-cpu`).
+RECIPES = {"cpu": PACKAGE_RECIPES["street-cpu"], "gpu": PACKAGE_RECIPES["street-gpu"]}
 
 
 def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path]:

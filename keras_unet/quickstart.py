@@ -29,7 +29,7 @@ from keras_unet.data.pairs import DatasetError
 from keras_unet.evaluation.baselines import format_comparison, score_methods
 from keras_unet.export.run import export_run
 from keras_unet.inference.predict import load_predictor
-from keras_unet.training.config import STAIN_AUGMENTATION
+from keras_unet.training.recipes import STAIN_AUGMENTATION
 from keras_unet.training.runs import RunFolder
 from keras_unet.training.train import TrainConfig, load_training_data, train
 

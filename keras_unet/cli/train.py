@@ -11,6 +11,7 @@ from keras_unet.cli.types import (
     positive_int,
 )
 from keras_unet.models.backbones import BACKBONES
+from keras_unet.training.recipes import RECIPES
 
 SAMPLE_DATASET = "datasets/nuclei (bundled)"
 
@@ -111,6 +112,9 @@ def add_parsers(add) -> None:
                          "continues an interrupted run, reports a finished one, and continues "
                          "it when --epochs grows.")
     tr.add_argument("--config", help="YAML/JSON config; flags override it")
+    tr.add_argument("--recipe", choices=tuple(RECIPES),
+                    help="start from the settings measured best for a kind of data and "
+                         "machine (see keras_unet.training.recipes); flags override them")
     for flag, (key, kwargs) in TRAIN_FLAGS.items():
         kwargs = dict(kwargs)
         field = key.split(".", 1)[1] if key.startswith("model.") else key
@@ -135,8 +139,14 @@ def add_parsers(add) -> None:
 
 
 def config_from_args(args):
-    """The `TrainConfig` of `train`'s arguments (a config file, then flags)."""
-    from keras_unet.training.config import TrainConfig
+    """The `TrainConfig` of `train`'s arguments (a config file or a recipe,
+    then flags).
+
+    Raises:
+        ConfigError: If both a config file and a recipe are given.
+    """
+    from keras_unet.training.config import ConfigError, TrainConfig
+    from keras_unet.training.recipes import recipe
 
     overrides, model = {}, {}
     for flag, (key, _) in TRAIN_FLAGS.items():
@@ -159,7 +169,14 @@ def config_from_args(args):
         overrides["border_weights"] = True
     if args.no_tensorboard:
         overrides["tensorboard"] = False
-    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if args.config and args.recipe:
+        raise ConfigError(f"--recipe {args.recipe} with --config {args.config}: a config file "
+                          "holds all its settings (a run's config.json its recipe's too); "
+                          "give one of them")
+    if args.recipe:
+        base = TrainConfig.from_values(recipe(args.recipe), f"--recipe {args.recipe}")
+    else:
+        base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     return dataclasses.replace(base, **overrides, model={**base.model, **model})
 
 

@@ -38,12 +38,6 @@ class ConfigError(KerasUnetError, ValueError):
     """A configuration value that cannot be used; names the key and its flag."""
 
 
-# Stain augmentation for microscopy (`TrainConfig.augment`): with per-image
-# normalization it is what makes stained and brightfield images work
-# (measured on DSB2018, see docs/benchmarks/accuracy.md).
-STAIN_AUGMENTATION = {"hue": 0.08, "saturation": [0.6, 1.4], "grayscale": 0.2, "invert": 0.3}
-
-
 @dataclass
 class TrainConfig:
     """Everything a training run needs; saved as `config.json` in the run.
