@@ -30,7 +30,7 @@ def test_flags_override_the_recipe_and_keep_the_rest():
     assert (config.loss, config.class_weighting, config.crop_size) == (
         "dice_ce", "median_frequency", 256)
     assert config.epochs == 3 and config.ignore_index == 11
-    assert config.model == {"filters": 8, "depth": 4, "normalization": "batch"}
+    assert config.model == {"backbone": "mobilenet_v2", "filters": 8, "normalization": "batch"}
     assert config.augment["vertical_flip"] is False  # street scenes keep the sky up
 
 

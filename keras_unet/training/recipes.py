@@ -12,10 +12,11 @@ the numbers in `docs/benchmarks/` were measured with:
 - `nuclei-gpu`: the same, wider and longer (32 filters, 256-pixel crops,
   100 x 100 steps of 16). Not measured yet.
 - `street-cpu`: street scenes and other many-class datasets
-  (`bench_camvid.py`): 24 filters, depth 4, batch norm, Dice + CE with
-  median-frequency class weights, horizontal flips and scale 0.75-1.5
-  (no vertical flips or rotations: the sky stays up), 256-pixel crops,
-  a 45-minute budget. CamVid validation mIoU 0.442.
+  (`bench_camvid.py`): a MobileNetV2 encoder trained from scratch with a
+  24-filter decoder, batch norm, Dice + CE with median-frequency class
+  weights, horizontal flips and scale 0.75-1.5 (no vertical flips or
+  rotations: the sky stays up), 256-pixel crops, a 45-minute budget.
+  CamVid validation mIoU 0.502 (the plain 24-filter U-Net: 0.442).
 - `street-gpu`: the same, wider and deeper, 352-pixel crops, 150 epochs.
   Not measured yet.
 """
@@ -48,9 +49,11 @@ RECIPES = {
     "street-cpu": dict(
         # The budget picks the epochs (at most `epochs`) from the measured step
         # and validation times; 100 steps an epoch keep validation a small share.
+        # A MobileNetV2 encoder from scratch (mIoU 0.502) beat the plain
+        # 24-filter U-Net (0.442) in the same budget, and is phone-sized.
         crop_size=256, batch_size=8, epochs=100, steps_per_epoch=100, time_budget=45,
         lr=3e-3, schedule="cosine", loss="dice_ce", class_weighting="median_frequency",
-        model={"filters": 24, "depth": 4, "normalization": "batch"},
+        model={"backbone": "mobilenet_v2", "filters": 24, "normalization": "batch"},
         augment=STREET_AUGMENTATION, early_stopping=0,
     ),
     "street-gpu": dict(
