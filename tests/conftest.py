@@ -157,3 +157,15 @@ def camvid_pairs(shared_datasets, tmp_path_factory) -> Path:
         for path in sorted((source / "train" / sub).glob("*.png"))[:6]:
             shutil.copy(path, out / sub / path.name)
     return out
+
+
+def squares(sides, size=128):
+    """An instance mask of squares of the given sides, 1 px apart, ids 1..n."""
+    import numpy as np
+
+    ids = np.zeros((size, size), np.uint16)
+    x = 0
+    for i, side in enumerate(sides, 1):
+        ids[:side, x:x + side] = i
+        x += side + 1
+    return ids

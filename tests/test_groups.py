@@ -7,6 +7,7 @@ squares, and Dice pooled over pixels against Dice averaged over images.
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import squares
 
 from keras_unet.data.pairs import load_dataset
 from keras_unet.data.readers import save_instances, save_mask
@@ -21,16 +22,6 @@ from keras_unet.evaluation.scores import confusion
 from keras_unet.inference.predict import Predictor
 
 NAMES = ["_background_", "nucleus"]
-
-
-def squares(sides, size=128):
-    """An instance mask of squares of the given sides, ids 1..n."""
-    ids = np.zeros((size, size), np.uint16)
-    x = 0
-    for i, side in enumerate(sides, 1):
-        ids[:side, x:x + side] = i
-        x += side + 1
-    return ids
 
 
 def test_a_value_on_a_bin_edge_falls_in_the_upper_bin():

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import squares
 
 from keras_unet.data.instances import (
     boundary_target,
@@ -128,16 +129,6 @@ def test_an_empty_prediction_has_no_objects(target):
         probs[..., 0] = 1
     found, classes = label_instances(probs, target)
     assert found.max() == 0 and list(classes) == [0]
-
-
-def squares(sides, size=128):
-    """An instance mask of squares of the given sides, ids 1..n."""
-    ids = np.zeros((size, size), np.uint16)
-    x = 0
-    for i, side in enumerate(sides, 1):
-        ids[:side, x:x + side] = i
-        x += side + 1
-    return ids
 
 
 def test_the_diameter_of_a_square_is_that_of_the_disc_of_its_area():
