@@ -71,9 +71,9 @@ def keras_case(name, args) -> dict:
 def torch_case(name, args) -> dict:
     import torch
 
-    bench_torch.FILTERS, bench_torch.BATCH, bench_torch.SIZE = args.filters, args.batch, args.size
     device = torch.device("cuda" if args.device == "gpu" else "cpu")
-    model = bench_torch.torch_unet().to(device, memory_format=torch.channels_last).train()
+    model = bench_torch.torch_unet(args.filters)
+    model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(

@@ -95,8 +95,8 @@ def forward_conv_flops(model) -> float:
     return total * BATCH
 
 
-def torch_unet():
-    """The network of `build_unet(filters=16, depth=4, normalization="batch")`."""
+def torch_unet(filters: int = FILTERS):
+    """The network of `build_unet(filters=filters, depth=4, normalization="batch")`."""
     from torch import nn
 
     def double_conv(c_in, c_out):
@@ -107,14 +107,14 @@ def torch_unet():
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
-            widths = [FILTERS * 2**i for i in range(DEPTH + 1)]
+            widths = [filters * 2**i for i in range(DEPTH + 1)]
             self.down = nn.ModuleList(double_conv(c_in, c_out) for c_in, c_out
                                       in zip([3] + widths[:-2], widths[:-1]))
             self.bottom = double_conv(widths[-2], widths[-1])
             self.up = nn.ModuleList(nn.ConvTranspose2d(w, w // 2, 2, stride=2)
                                     for w in reversed(widths[1:]))
             self.dec = nn.ModuleList(double_conv(w, w // 2) for w in reversed(widths[1:]))
-            self.head = nn.Conv2d(FILTERS, CLASSES, 1)
+            self.head = nn.Conv2d(filters, CLASSES, 1)
 
         def forward(self, x):
             import torch

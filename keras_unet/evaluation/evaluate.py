@@ -32,7 +32,7 @@ from keras_unet.evaluation.scores import (
     object_scores,
     per_class_scores,
 )
-from keras_unet.inference.predict import Predictor, predict_image
+from keras_unet.inference.predict import Predictor, check_object_size, predict_image
 
 
 @dataclass
@@ -130,7 +130,10 @@ def evaluate_dataset(
         keras_unet.data.pairs.DatasetError: If a pair cannot be scored (naming
             the files): unreadable, sizes that differ, mask values outside
             the label map.
+        keras_unet.inference.predict.InferenceError: If `object_size` is
+            given for a model that records no training object size.
     """
+    check_object_size(predictor, object_size)
     check_dataset(dataset, instances=bool(dataset.instances))
     output_dir = Path(output_dir)
     names = dataset.names

@@ -29,6 +29,7 @@ from keras_unet.evaluation.scores import (
     headline_scores,
     image_foreground_dice,
     per_class_scores,
+    score_cell,
 )
 
 BRIGHTNESS_BINS = (("dark", 8.0), ("dim", 32.0), ("mid", 128.0), ("bright", math.inf))
@@ -127,10 +128,6 @@ def format_groups(groups: dict) -> str:
     """A fixed-width table of `{group: GroupScores.as_dict()}`."""
     lines = [f"{'group':<22}{'images':>7}{'Dice':>8}{'img Dice':>9}{'mean AP':>9}"]
     for name, g in groups.items():
-        cells = [_cell(g["dice"]), _cell(g["image_dice"]), _cell(g["mean_ap"])]
+        cells = [score_cell(g[key]) for key in ("dice", "image_dice", "mean_ap")]
         lines.append(f"{name:<22}{g['images']:>7}{cells[0]:>8}{cells[1]:>9}{cells[2]:>9}")
     return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.3f}"

@@ -154,22 +154,24 @@ def format_scores(scores: dict) -> str:
     lines = [f"{'class':<24}{'IoU':>7}{'Dice':>7}{'prec':>7}{'recall':>7}{'pixels':>11}"]
     for name, s in scores["classes"].items():
         lines.append(
-            f"{name[:23]:<24}{_cell(s['iou']):>7}{_cell(s['dice']):>7}"
-            f"{_cell(s['precision']):>7}{_cell(s['recall']):>7}{s['pixels']:>11}"
+            f"{name[:23]:<24}{score_cell(s['iou']):>7}{score_cell(s['dice']):>7}"
+            f"{score_cell(s['precision']):>7}{score_cell(s['recall']):>7}{s['pixels']:>11}"
         )
     lines.append(
-        f"mean IoU {_cell(scores['mean_iou'])}   mean Dice {_cell(scores['mean_dice'])}   "
-        f"pixel accuracy {_cell(scores['pixel_accuracy'])}   class accuracy "
-        f"{_cell(scores.get('class_accuracy'))}"
+        f"mean IoU {score_cell(scores['mean_iou'])}   "
+        f"mean Dice {score_cell(scores['mean_dice'])}   "
+        f"pixel accuracy {score_cell(scores['pixel_accuracy'])}   class accuracy "
+        f"{score_cell(scores.get('class_accuracy'))}"
     )
     if scores.get("foreground_dice") is not None:
         lines.append(f"foreground (classes but {BACKGROUND_LABEL}): IoU "
-                     f"{_cell(scores['foreground_iou'])}   Dice "
-                     f"{_cell(scores['foreground_dice'])}")
+                     f"{score_cell(scores['foreground_iou'])}   Dice "
+                     f"{score_cell(scores['foreground_dice'])}")
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
+def score_cell(value) -> str:
+    """A score as a 6-wide table cell (`-` where it is undefined)."""
     return "   -  " if value is None else f"{value:6.3f}"
 
 

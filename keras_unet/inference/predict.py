@@ -514,6 +514,18 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def check_object_size(predictor: Predictor, object_size: float | str | None) -> None:
+    """Checks that `object_size` (see `predict_image`) can be used with the model.
+
+    Raises:
+        InferenceError: If it is given for a model that records no training
+            object size.
+    """
+    if object_size is not None and not predictor.object_size:
+        raise InferenceError(f"{predictor.path}: the model records no training object size, "
+                             "so --object-size cannot rescale for it")
+
+
 def predict_image(
     predictor: Predictor,
     image: np.ndarray,
@@ -553,9 +565,7 @@ def predict_image(
             no training object size.
     """
     if object_size is not None:
-        if not predictor.object_size:
-            raise InferenceError(f"{predictor.path}: the model records no training object "
-                                 "size, so --object-size cannot rescale for it")
+        check_object_size(predictor, object_size)
         probabilities, _ = predict_at_object_size(
             lambda scaled: predict_image(predictor, scaled, tile=tile, overlap=overlap,
                                          batch_size=batch_size, tta=tta, progress=progress),
@@ -674,9 +684,7 @@ def predict_files(
     if labelme is not None and predictor.names is None:
         raise InferenceError(f"{predictor.path}: LabelMe files need the class names: give "
                              "--labels")
-    if object_size is not None and not predictor.object_size:
-        raise InferenceError(f"{predictor.path}: the model records no training object size, "
-                             "so --object-size cannot rescale for it")
+    check_object_size(predictor, object_size)
     output_dir = Path(output_dir)
     root = Path(source) if Path(source).is_dir() else None
     paths = _inputs(list_images(source), output_dir, root)
