@@ -6,7 +6,10 @@
    after its dynamic int8 quantization (`quantize_dynamic`), all with the
    same thread count; cases interleaved round after round, the median of
    each case's runs, and the ratio of each LiteRT precision to ONNX
-   Runtime's nearest one.
+   Runtime's nearest one. One more ONNX Runtime float32 row runs without
+   its NCHWc layout transform (graph optimizations "extended", not "all"):
+   the blocked-layout direct convolutions of its MLAS library are what put
+   it ahead of LiteRT's XNNPACK in float32 on AVX-512 CPUs.
 2. A 4096x4096 image predicted by 256x256 tiles (`predict_image`, the
    `predict` command's path) with the `.keras` and the `.tflite` float32 and
    int8 models, against the `.keras` model on the whole image at once: wall
@@ -59,13 +62,15 @@ def export_models(folder: Path, threads: int) -> dict:
         models[name] = {
             **{f"litert {p}": out / f"model_{p}.tflite" for p in ("float32", "float16", "int8")},
             "onnxruntime float32": out / "model.onnx",
+            "onnxruntime float32 no NCHWc": out / "model.onnx",
             "onnxruntime dynamic int8": out / "model_dynamic_int8.onnx",
         }
     return models
 
 
-def runner(path: Path, threads: int):
-    """`(fn(batch), input)` for a `.tflite` or `.onnx` file."""
+def runner(path: Path, threads: int, nchwc: bool = True):
+    """`(fn(batch), input)` for a `.tflite` or `.onnx` file (`nchwc`: ONNX
+    Runtime's full graph optimizations, its default)."""
     if path.suffix == ".tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -84,6 +89,8 @@ def runner(path: Path, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not nchwc:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     shape = tuple(d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape)
@@ -94,7 +101,8 @@ def latencies(models: dict, threads: int, runs: int, rounds: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     for size, cases in models.items():
-        loaded = {case: runner(path, threads) for case, path in cases.items()}
+        loaded = {case: runner(path, threads, nchwc="no NCHWc" not in case)
+                  for case, path in cases.items()}
         times = {case: [] for case in cases}
         for round_ in range(rounds):
             order = list(cases) if round_ % 2 == 0 else list(reversed(cases))

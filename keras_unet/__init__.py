@@ -35,6 +35,7 @@ _EXPORTS = {  # public name -> module that defines it
     "Dice": "keras_unet.training.metrics",
     "IoU": "keras_unet.training.metrics",
     "build_unet": "keras_unet.models.model",
+    "float32_copy": "keras_unet.models.model",
     "output_size": "keras_unet.models.model",
     "size_multiple": "keras_unet.models.model",
     "valid_input_size": "keras_unet.models.model",

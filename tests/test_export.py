@@ -47,6 +47,35 @@ def test_every_precision_runs_in_litert_and_agrees_with_keras(
     assert not [op for op in report.ops if op.startswith("CUSTOM")]
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_model_exports_and_predicts_in_float32(model, held_out, tmp_path,
+                                                                  policy):
+    """The GPU default (float16) and the bfloat16 CPU one: the converter
+    cannot translate a mixed model's casts, so export and inference rebuild
+    it in float32, with the trained weights."""
+    from keras_unet import build_unet
+
+    names, verification, _ = held_out
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build_unet((None, None, 3), 1, filters=8, depth=3, normalization="batch")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(model.get_weights())
+    mixed.save(tmp_path / "mixed.keras")
+    report = export_tflite(mixed, tmp_path / "m.tflite", names=names,
+                           verification_images=verification, input_size=(128, 128),
+                           latency_runs=0)
+    assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT["float32"]
+    expected = np.asarray(model.predict(verification, verbose=0))[..., 0] > 0.5
+    for path in (tmp_path / "m.tflite", tmp_path / "mixed.keras"):
+        predictor = load_predictor(path, labels=names)
+        probabilities = predictor(verification)
+        masks = probabilities.argmax(-1) == 1 if probabilities.shape[-1] == 2 else (
+            probabilities[..., 0] > 0.5)
+        assert (masks == expected).mean() >= 0.999, path.name
+
+
 @pytest.mark.parametrize("io_type, zero_point", [("uint8", 0), ("int8", -128)])
 def test_an_integer_input_takes_the_8_bit_pixels_as_they_are(
         model, held_out, tmp_path, io_type, zero_point):

@@ -244,3 +244,27 @@ def test_he_normal_weights_have_the_papers_spread_and_follow_the_seed():
     keras.utils.set_random_seed(4)
     other = build_unet((None, None, 1), 1, **TINY).get_weights()
     assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("options", [dict(filters=4, depth=2, normalization="batch"),
+                                     dict(backbone="mobilenet_v2", filters=4)])
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_float32_copy_of_a_mixed_model_computes_exactly_like_a_float32_build(options, policy):
+    from keras_unet import float32_copy
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build_unet((None, None, 3), 3, **options)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    reference = build_unet((None, None, 3), 3, **options)
+    reference.set_weights(mixed.get_weights())
+    copy = float32_copy(mixed)
+    assert mixed.get_layer("dec1_conv1").compute_dtype != "float32"
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    x = np.random.default_rng(0).random((2, 64, 64, 3), np.float32)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), reference.predict(x, verbose=0),
+                               atol=1e-6)
+    # The half-precision model itself differs from float32 by its rounding.
+    assert np.abs(mixed.predict(x, verbose=0) - reference.predict(x, verbose=0)).max() > 1e-6
+    assert float32_copy(reference) is reference

@@ -221,3 +221,19 @@ def test_area_sampling_draws_an_image_as_often_as_its_area_holds_crops():
     sizes = [(256, 256), (1024, 1024), (300, 200), (100, 50)]
     assert area_repeats(sizes, 128) == [4, 64, 4, 1]
     assert area_repeats(sizes, 256) == [1, 16, 1, 1]
+
+
+def test_gamma_is_a_power_curve_within_its_range_and_leaves_masks_alone():
+    from keras_unet.data.augment import photometric
+
+    image = tf.constant(np.linspace(0.0, 1.0, 48, dtype=np.float32).reshape(4, 4, 3))
+    fixed = photometric(image, tf.constant([1, 2], tf.int64),
+                        Augment(gamma=(2.0, 2.0), **NO_PHOTOMETRIC))
+    np.testing.assert_allclose(fixed.numpy(), image.numpy() ** 2, atol=1e-5)
+    x = image.numpy()[1:-1]  # away from 0 and 1, which every gamma keeps
+    outputs = [photometric(image, tf.constant([s, 0], tf.int64),
+                           Augment(gamma=(0.5, 2.0), **NO_PHOTOMETRIC)).numpy()[1:-1]
+               for s in range(12)]
+    for out in outputs:
+        assert np.all(out >= x ** 2 - 1e-6) and np.all(out <= x ** 0.5 + 1e-6)
+    assert len({round(float(o.mean()), 4) for o in outputs}) > 6  # it varies

@@ -169,7 +169,7 @@ train(TrainConfig(**config))
 
 
 # The GPU defaults (float16 compute, XLA), forced on, on the CPU.
-GPU_SETTINGS = dict(mixed_precision="on", jit_compile="on", deterministic=False)
+GPU_SETTINGS = dict(mixed_precision="float16", jit_compile="on", deterministic=False)
 
 
 @pytest.mark.parametrize("kill_at, gpu", [("mid_epoch", False), ("save", False),
@@ -317,6 +317,24 @@ def test_mixed_precision_and_xla_path_trains_and_leaves_the_global_policy(tiny_n
     assert np.isfinite(result.history["loss"]).all()
     assert result.model.get_layer("enc1_conv1").compute_dtype == "float16"
     assert result.model.output.dtype == "float32"  # the head runs in float32
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_bfloat16_run_needs_no_loss_scaling_and_its_model_loads_in_float32(tiny_nuclei,
+                                                                             tmp_path):
+    """The CPU's mixed precision: bfloat16 compute, a plain optimizer (the
+    exponent range of float32), and a checkpoint that inference reads in
+    float32."""
+    from keras_unet.inference.predict import load_keras_model
+
+    probe = OptimizerProbe()
+    result = train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=2,
+                               mixed_precision="bfloat16"), extra_callbacks=[probe])
+    assert probe.seen["optimizer"] == "Adam"
+    assert result.model.get_layer("enc1_conv1").compute_dtype == "bfloat16"
+    assert np.isfinite(result.history["loss"]).all()
+    loaded = load_keras_model(result.run_dir / "checkpoints" / "best.keras")
+    assert loaded.get_layer("enc1_conv1").compute_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

@@ -11,6 +11,7 @@ from keras_unet.cli.types import (
     positive_int,
 )
 from keras_unet.models.backbones import BACKBONES
+from keras_unet.training.precision import PRECISIONS
 from keras_unet.training.recipes import RECIPES
 
 SAMPLE_DATASET = "datasets/nuclei (bundled)"
@@ -63,8 +64,9 @@ TRAIN_FLAGS = {
                                       help="start from an earlier run's model or a bundled one, "
                                            "e.g. nuclei_dsb2018 (fine-tuning)")),
     "--seed": ("seed", dict(type=non_negative_int, help="random seed")),
-    "--mixed-precision": ("mixed_precision", dict(choices=("auto", "on", "off"),
-                                                  help="float16 compute (auto: with a GPU)")),
+    "--mixed-precision": ("mixed_precision", dict(
+        choices=PRECISIONS, help="compute precision (auto: float16 with a GPU, float32 on a "
+                                 "CPU; on: bfloat16 on a CPU)")),
     "--jit-compile": ("jit_compile", dict(choices=("auto", "on", "off"),
                                           help="XLA compilation (auto: with a GPU)")),
     "--filters": ("model.filters", dict(type=positive_int, help="base filters")),

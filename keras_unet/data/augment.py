@@ -33,6 +33,9 @@ class Augment:
         scale: `(low, high)` random zoom factor before the crop, or `None`.
         brightness: Max brightness shift (image only, on [0, 1] values).
         contrast: `(low, high)` contrast factor (image only), or `None`.
+        gamma: `(low, high)` range of a gamma curve `x ** g` (image only;
+            `g` drawn log-uniformly), or `None`: `g > 1` darkens the mid-tones
+            and compresses the dim end, as in an under-exposed image.
         hue: Max hue rotation as a fraction of the colour circle (RGB
             images only; stained tissue varies in hue from lab to lab).
         saturation: `(low, high)` saturation factor (RGB only), or `None`.
@@ -48,6 +51,7 @@ class Augment:
     scale: tuple[float, float] | None = (0.75, 1.33)
     brightness: float = 0.1
     contrast: tuple[float, float] | None = (0.8, 1.2)
+    gamma: tuple[float, float] | None = None
     hue: float = 0.0
     saturation: tuple[float, float] | None = None
     grayscale: float = 0.0
@@ -148,7 +152,7 @@ def augment(image, labels: dict, seed, size: int, settings: Augment):
 
 
 def photometric(image, seed, settings: Augment):
-    """Brightness, contrast and colour changes of one image (labels untouched).
+    """Brightness, contrast, gamma and colour changes of one image (labels untouched).
 
     Args:
         image: `(H, W, C)` float32 in [0, 1]; hue, saturation and greyscale
@@ -182,6 +186,10 @@ def photometric(image, seed, settings: Augment):
         mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
         image = (image - mean) * factor + mean
     image = tf.clip_by_value(image, 0.0, 1.0)
+    if settings.gamma:
+        low, high = settings.gamma
+        image = image ** tf.exp(
+            tf.random.stateless_uniform([], seeds[4], math.log(low), math.log(high)))
     if settings.invert:
         image = tf.where(draws[1] < settings.invert, 1.0 - image, image)
     return image

@@ -75,7 +75,8 @@ FLOAT_LAYERS = (PER_IMAGE_LAYER,)
 
 def fixed_size_model(model, input_size: tuple[int, int] | None):
     """A copy of `model` with batch 1, if given a fixed height/width, and
-    one output channel per class.
+    one output channel per class, computing in float32 (a mixed-precision
+    model's casts do not convert; the precision is the export's choice).
 
     A one-channel sigmoid model (two classes) gets a second channel: the
     outputs are `(1 - p, p)`, the probabilities of class 0 and class 1, so
@@ -95,6 +96,8 @@ def fixed_size_model(model, input_size: tuple[int, int] | None):
     """
     import keras
 
+    from keras_unet.models.model import float32_copy
+
     channels = model.input_shape[-1]
     if input_size is None:
         height, width = model.input_shape[1:3]
@@ -106,7 +109,7 @@ def fixed_size_model(model, input_size: tuple[int, int] | None):
                 f"input size {height}x{width} must be a multiple of {multiple} (2**depth)"
             )
     inputs = keras.Input((height, width, channels), batch_size=1, name="image")
-    outputs = model(inputs)
+    outputs = float32_copy(model)(inputs)
     if _binary_sigmoid(model):
         outputs = keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
     return keras.Model(inputs, outputs, name=f"{model.name}_export")

@@ -90,6 +90,10 @@ def model_multiple(model) -> int:
 def load_keras_model(path: str | os.PathLike, compile: bool = False):
     """Loads a `.keras` file, with an error that names it when it is not one.
 
+    A model trained in mixed precision comes back computing in float32
+    (`keras_unet.models.model.float32_copy`), as inference and export use it,
+    unless `compile` asks for its training configuration.
+
     Args:
         path: The `.keras` file.
         compile: Restore the training configuration too.
@@ -109,15 +113,18 @@ def load_keras_model(path: str | os.PathLike, compile: bool = False):
                              "a .keras file is a zip archive, and this one is not whole)")
     import keras
 
+    from keras_unet.models.model import float32_copy
+
     register_keras_objects()
 
     try:
-        return keras.models.load_model(path, compile=compile)
+        model = keras.models.load_model(path, compile=compile)
     except Exception as err:  # Keras raises many types for a damaged file
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise InferenceError(
             f"{path}: not a valid .keras model file ({type(err).__name__}: {reason})"
         ) from None
+    return model if compile else float32_copy(model)
 
 
 def load_predictor(

@@ -277,6 +277,48 @@ def size_multiple(depth: int = 4, backbone: str | None = None) -> int:
     return 2 ** (BACKBONE_DEPTH if backbone else depth)
 
 
+def float32_copy(model: keras.Model) -> keras.Model:
+    """`model` computing in float32: a mixed-precision model rebuilt.
+
+    A model trained with `mixed_float16` or `mixed_bfloat16` keeps that
+    policy in every layer's config, so it computes in half precision
+    wherever it is loaded, and the TFLite converter cannot translate its
+    casts. Its weights are float32 in every policy: the copy has the same
+    weights and architecture, and every layer policy set to float32.
+
+    Args:
+        model: A functional Keras model (a U-Net, backbones included).
+
+    Returns:
+        `model` itself when it already computes in float32 everywhere, else
+        a new model with copies of its weights.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in _layers(model)):
+        return model
+    copy = model.__class__.from_config(_float32_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def _float32_config(config):
+    """A layer config with every mixed dtype policy replaced by float32."""
+    if isinstance(config, list):
+        return [_float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "DTypePolicy":
+        return {**config, "config": {**config["config"], "name": "float32"}}
+    return {key: "float32" if key == "dtype" and str(value).startswith("mixed_")
+            else _float32_config(value) for key, value in config.items()}
+
+
 def valid_input_size(
     size: int,
     *,

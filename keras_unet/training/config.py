@@ -20,6 +20,7 @@ from keras_unet import files
 from keras_unet.data.instances import BOUNDARY_WIDTH, TARGETS
 from keras_unet.errors import KerasUnetError
 from keras_unet.models import pretrained
+from keras_unet.training.precision import PRECISIONS
 
 SAMPLINGS = ("image", "area")
 
@@ -102,7 +103,9 @@ class TrainConfig:
         augment: Keyword arguments of `keras_unet.data.augment.Augment`.
         seed: Seed of the split, weights, shuffling and augmentation.
         deterministic: Reproducible input order and augmentation.
-        mixed_precision: `"auto"` (on with a GPU), `"on"` or `"off"`.
+        mixed_precision: Compute precision, one of
+            `keras_unet.training.precision.PRECISIONS` (`"auto"`: float16 with a
+            GPU, float32 on a CPU; `"bfloat16"` for CPUs that have it).
         jit_compile: `"auto"` (on with a GPU), `"on"` or `"off"`.
         tensorboard: Write TensorBoard logs.
         verbose: Progress output: 1 a Keras progress bar on a terminal (one
@@ -293,7 +296,7 @@ class TrainConfig:
         choices = {"target": TARGETS, "channels": (1, 3), "schedule": ("cosine", "constant"),
                    "loss": tuple(LOSSES), "class_weighting": ("none", "median_frequency"),
                    "sampling": SAMPLINGS,
-                   "mixed_precision": ("auto", "on", "off"),
+                   "mixed_precision": PRECISIONS,
                    "jit_compile": ("auto", "on", "off"), "verbose": (0, 1, 2)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

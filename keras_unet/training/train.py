@@ -16,7 +16,8 @@ Running `train` again on the same run folder:
   run folder.
 
 Hardware: the GPU is used when TensorFlow sees one, with mixed precision and
-XLA there; several GPUs use `MirroredStrategy`; several machines use
+XLA there (float32 on a CPU unless asked: `keras_unet.training.precision`);
+several GPUs use `MirroredStrategy`; several machines use
 `MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
 variable of each worker.
 """
@@ -72,6 +73,7 @@ from keras_unet.training.callbacks import EpochLine, NanGuard, RunRecorder, Vali
 from keras_unet.training.config import RESUMABLE, ConfigError, TrainConfig, absolute_paths
 from keras_unet.training.losses import get_loss
 from keras_unet.training.metrics import Dice, IoU
+from keras_unet.training.precision import training_policy
 from keras_unet.training.runs import RunFolder, RunFolderError, RunState, record_split, run_split
 
 log = logging.getLogger(__name__)
@@ -330,7 +332,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         _record_object_size(run, train_set)
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    policy = "mixed_float16" if _auto(config.mixed_precision, gpu) else "float32"
+    policy = training_policy(config.mixed_precision, gpu=gpu)
+    log.info("compute precision: %s", policy)
     multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
     if config.class_weighting == "median_frequency":
