@@ -12,16 +12,14 @@ own benchmarks (`bench_accuracy.py`, `bench_camvid.py`, with
     python benchmarks/bench_precision.py [--rounds 3] [--steps 10]
 """
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median, save, table  # noqa: E402
+from common import interleaved_cases, median, save, step_case_arguments, table  # noqa: E402
 
 RECIPES = ("nuclei-cpu", "street-cpu")
 POLICIES = ("float32", "mixed_bfloat16")
@@ -60,27 +58,12 @@ def case(recipe_name: str, policy: str, warmup: int, steps: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = step_case_arguments(__doc__)
     if args.case:
         print(json.dumps(case(*args.case, args.warmup, args.steps)))
         return
 
-    seconds = {(r, p): [] for r in RECIPES for p in POLICIES}
-    for round_ in range(args.rounds):
-        order = list(seconds) if round_ % 2 == 0 else list(reversed(seconds))
-        for recipe_name, policy in order:
-            result = subprocess.run(
-                [sys.executable, __file__, "--case", recipe_name, policy, "--warmup",
-                 str(args.warmup), "--steps", str(args.steps)],
-                capture_output=True, text=True, check=True)
-            seconds[recipe_name, policy].append(json.loads(result.stdout.splitlines()[-1]))
-            print(f"round {round_ + 1}: {recipe_name} {policy} "
-                  f"{seconds[recipe_name, policy][-1] * 1e3:.0f} ms/step", flush=True)
+    seconds = interleaved_cases(__file__, [(r, p) for r in RECIPES for p in POLICIES], args)
     rows = []
     for recipe_name in RECIPES:
         base = median(seconds[recipe_name, "float32"])

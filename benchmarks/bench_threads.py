@@ -11,16 +11,14 @@ after round; the median training-step time and the ratio to the default.
     python benchmarks/bench_threads.py [--rounds 3] [--steps 10]
 """
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_precision import case as step_seconds  # noqa: E402
-from common import median, save, table  # noqa: E402
+from common import interleaved_cases, median, save, step_case_arguments, table  # noqa: E402
 
 RECIPE = "nuclei-cpu"
 CORES = os.cpu_count() or 1
@@ -46,29 +44,14 @@ def case(setting: str, policy: str, warmup: int, steps: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = step_case_arguments(__doc__)
     if args.case:
         print(json.dumps(case(*args.case, args.warmup, args.steps)))
         return
 
     cases = [(s, p) for p in ("float32", "mixed_bfloat16") for s in SETTINGS]
-    seconds = {c: [] for c in cases}
-    for round_ in range(args.rounds):
-        for setting, policy in cases if round_ % 2 == 0 else reversed(cases):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "TF_ENABLE_ONEDNN_OPTS": "1" if SETTINGS[setting][2] else "0"}
-            result = subprocess.run(
-                [sys.executable, __file__, "--case", setting, policy, "--warmup",
-                 str(args.warmup), "--steps", str(args.steps)],
-                capture_output=True, text=True, check=True, env=env)
-            seconds[setting, policy].append(json.loads(result.stdout.splitlines()[-1]))
-            print(f"round {round_ + 1}: {policy} {setting} "
-                  f"{seconds[setting, policy][-1] * 1e3:.0f} ms/step", flush=True)
+    seconds = interleaved_cases(__file__, cases, args, env=lambda c: {
+        "TF_ENABLE_ONEDNN_OPTS": "1" if SETTINGS[c[0]][2] else "0"})
     rows = []
     for setting, policy in cases:
         base = median(seconds["default", policy])

@@ -1,8 +1,12 @@
 """Shared helpers of the benchmark scripts: timing, tables, JSON results."""
 
+import argparse
 import copy
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,3 +81,41 @@ def recipe_with(recipes: dict, name: str, settings: list[str]) -> dict:
         else:
             recipe[key] = parse_value(value)
     return recipe
+
+
+def step_case_arguments(doc: str) -> argparse.Namespace:
+    """The options of a benchmark that times training steps, one case per process:
+    `--rounds`, `--steps`, `--warmup`, and the hidden `--case A B` of a child."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def interleaved_cases(script: str, cases: list[tuple[str, str]], args: argparse.Namespace,
+                      env=None) -> dict:
+    """Runs each case of `script` in its own process (`--case A B`), the
+    cases interleaved round after round (reversed every other round).
+
+    Args:
+        script: The benchmark file, whose `--case` prints the seconds as JSON.
+        cases: `(A, B)` pairs.
+        args: From `step_case_arguments`.
+        env: `env(case) -> extra environment variables`, or `None`.
+
+    Returns:
+        `{case: [seconds per round]}`.
+    """
+    seconds = {c: [] for c in cases}
+    for round_ in range(args.rounds):
+        for case in cases if round_ % 2 == 0 else reversed(cases):
+            result = subprocess.run(
+                [sys.executable, script, "--case", *case, "--warmup", str(args.warmup),
+                 "--steps", str(args.steps)], capture_output=True, text=True, check=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env(case) if env else {})})
+            seconds[case].append(json.loads(result.stdout.splitlines()[-1]))
+            print(f"round {round_ + 1}: {' '.join(case)} {seconds[case][-1] * 1e3:.0f} ms/step",
+                  flush=True)
+    return seconds
