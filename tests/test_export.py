@@ -17,6 +17,7 @@ from keras_unet.export import (
     DEFAULT_AGREEMENT,
     ExportError,
     ExportVerificationError,
+    export_other,
     export_run,
     export_tflite,
     tflite,
@@ -67,6 +68,9 @@ def test_a_mixed_precision_model_exports_and_predicts_in_float32(model, held_out
                            verification_images=verification, input_size=(128, 128),
                            latency_runs=0)
     assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT["float32"]
+    onnx = export_other(mixed, tmp_path / "m.onnx", "onnx", verification_images=verification,
+                        input_size=(128, 128), names=names)
+    assert onnx.agreement.mask_agreement >= DEFAULT_AGREEMENT["float32"]
     expected = np.asarray(model.predict(verification, verbose=0))[..., 0] > 0.5
     for path in (tmp_path / "m.tflite", tmp_path / "mixed.keras"):
         predictor = load_predictor(path, labels=names)
