@@ -16,6 +16,7 @@ from keras import layers
 
 from keras_unet.models import blocks
 from keras_unet.models.backbones import build_encoder
+from keras_unet.models.metadata import nested_layers
 
 PADDINGS = ("same", "valid")
 NORMALIZATIONS = (None, "batch", "group")
@@ -293,18 +294,11 @@ def float32_copy(model: keras.Model) -> keras.Model:
         `model` itself when it already computes in float32 everywhere, else
         a new model with copies of its weights.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in _layers(model)):
+    if all(layer.dtype_policy.name == "float32" for layer in nested_layers(model)):
         return model
     copy = model.__class__.from_config(_float32_config(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
 
 
 def _float32_config(config):
