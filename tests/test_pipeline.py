@@ -237,3 +237,36 @@ def test_gamma_is_a_power_curve_within_its_range_and_leaves_masks_alone():
     for out in outputs:
         assert np.all(out >= x ** 2 - 1e-6) and np.all(out <= x ** 0.5 + 1e-6)
     assert len({round(float(o.mean()), 4) for o in outputs}) > 6  # it varies
+
+
+def test_stain_adjustment_matches_scikit_image_colour_deconvolution():
+    from skimage.color import hed2rgb, rgb2hed
+
+    from keras_unet.data.augment import adjust_stains
+
+    rng = np.random.default_rng(3)  # an H&E-like image made of known stain densities
+    stains = rng.uniform([0.01, 0.0, 0.0], [0.09, 0.08, 0.02], (6, 7, 3))
+    image = hed2rgb(stains).astype(np.float32)
+    same = adjust_stains(tf.constant(image), tf.ones(3), tf.zeros(3)).numpy()
+    np.testing.assert_allclose(same, image, atol=1e-5)
+    scale, shift = np.array([1.2, 0.9, 1.0]), np.array([0.01, -0.005, 0.0])
+    expected = hed2rgb(rgb2hed(image) * scale + shift)
+    got = adjust_stains(tf.constant(image), tf.constant(scale, tf.float32),
+                        tf.constant(shift, tf.float32)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(got - image).max() > 0.02  # it did change the colours
+
+
+def test_stain_jitter_changes_colour_images_and_leaves_grey_ones_alone():
+    from keras_unet.data.augment import photometric
+
+    settings = Augment(stain=(0.2, 0.01), **NO_PHOTOMETRIC)
+    rng = np.random.default_rng(4)
+    colour = tf.constant(rng.uniform(0.3, 0.9, (8, 8, 3)).astype(np.float32))
+    grey = tf.constant(np.repeat(rng.uniform(0.3, 0.9, (8, 8, 1)), 3, -1).astype(np.float32))
+    changed = [photometric(colour, tf.constant([s, 0], tf.int64), settings).numpy()
+               for s in range(4)]
+    assert all(np.abs(c - colour.numpy()).max() > 1e-3 for c in changed)
+    assert len({round(float(c.mean()), 4) for c in changed}) == 4  # each draw its own
+    np.testing.assert_array_equal(
+        photometric(grey, tf.constant([1, 0], tf.int64), settings).numpy(), grey.numpy())

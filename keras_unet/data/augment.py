@@ -3,8 +3,8 @@
 Geometry (flips, 90-degree rotations, random scale and crop, padding, the
 optional elastic deformation of the U-Net paper) applies to the image and
 every label map together; labels are always resampled nearest neighbour.
-Photometric changes (brightness, contrast, gamma, colour) touch the image
-only. Padding uses zeros for images and the ignore id (255) for masks, so
+Photometric changes (stain densities, brightness, contrast, gamma, colour)
+touch the image only. Padding uses zeros for images and the ignore id (255) for masks, so
 padded pixels never count in the loss or the metrics.
 
 `keras_unet.data.pipeline` applies these functions to its stream of
@@ -16,9 +16,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from keras_unet.data.labels import IGNORE_ID
+
+# Colour deconvolution (Ruifrok and Johnston, 2001): the optical densities of
+# haematoxylin, eosin and DAB in R, G and B (rows), and their inverse.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+# Densities are in units of the density of a 1e-6 transmission, as
+# scikit-image's `rgb2hed` gives them (stained tissue: about 0.01-0.1).
+_DENSITY_UNIT = -math.log(1e-6)
 
 
 @dataclass
@@ -36,6 +45,11 @@ class Augment:
         gamma: `(low, high)` range of a gamma curve `x ** g` (image only;
             `g` drawn log-uniformly), or `None`: `g > 1` darkens the mid-tones
             and compresses the dim end, as in an under-exposed image.
+        stain: `(scale, shift)`: colour deconvolution jitter of stained
+            tissue (Tellez et al., 2018). Each of the haematoxylin, eosin and
+            DAB densities is multiplied by a factor in `1 +- scale` and moved
+            by up to `+- shift` (in `rgb2hed` units), or `None`. Colour images
+            only; grey ones (R = G = B) are left alone.
         hue: Max hue rotation as a fraction of the colour circle (RGB
             images only; stained tissue varies in hue from lab to lab).
         saturation: `(low, high)` saturation factor (RGB only), or `None`.
@@ -52,6 +66,7 @@ class Augment:
     brightness: float = 0.1
     contrast: tuple[float, float] | None = (0.8, 1.2)
     gamma: tuple[float, float] | None = None
+    stain: tuple[float, float] | None = None
     hue: float = 0.0
     saturation: tuple[float, float] | None = None
     grayscale: float = 0.0
@@ -151,8 +166,31 @@ def augment(image, labels: dict, seed, size: int, settings: Augment):
     return image, labels
 
 
+def adjust_stains(image, scale, shift):
+    """Scales and shifts the stain densities of an RGB image.
+
+    The image is separated into haematoxylin, eosin and DAB densities by
+    colour deconvolution (`RGB_FROM_HED`), each density `d` becomes
+    `d * scale + shift`, and the stains are recombined.
+
+    Args:
+        image: `(H, W, 3)` float32 RGB in [0, 1].
+        scale: `(3,)` factors of the H, E and DAB densities.
+        shift: `(3,)` offsets, in the units of scikit-image's `rgb2hed`.
+
+    Returns:
+        The recombined image, clipped to [0, 1]; `scale = 1, shift = 0` gives
+        the image back.
+    """
+    density = -tf.math.log(tf.maximum(image, 1e-6)) / _DENSITY_UNIT
+    stains = tf.tensordot(density, tf.constant(HED_FROM_RGB, tf.float32), 1)
+    stains = stains * scale + shift
+    density = tf.tensordot(stains, tf.constant(RGB_FROM_HED, tf.float32), 1)
+    return tf.clip_by_value(tf.exp(-density * _DENSITY_UNIT), 0.0, 1.0)
+
+
 def photometric(image, seed, settings: Augment):
-    """Brightness, contrast, gamma and colour changes of one image (labels untouched).
+    """Stain, brightness, contrast, gamma and colour changes of one image (labels untouched).
 
     Args:
         image: `(H, W, C)` float32 in [0, 1]; hue, saturation and greyscale
@@ -166,6 +204,9 @@ def photometric(image, seed, settings: Augment):
     seeds = tf.random.experimental.stateless_split(seed, 6)
     draws = tf.random.stateless_uniform([2], seeds[5])
     colour = image.shape[-1] == 3
+    if colour and settings.stain:
+        image = _stain_jitter(image, tf.random.experimental.stateless_fold_in(seed, 6),
+                              *settings.stain)
     if colour and settings.hue:
         delta = tf.random.stateless_uniform([], seeds[0], -settings.hue, settings.hue)
         image = tf.image.adjust_hue(image, delta)
@@ -195,6 +236,13 @@ def photometric(image, seed, settings: Augment):
     return image
 
 
+def _stain_jitter(image, seed, scale, shift):
+    draws = tf.random.stateless_uniform([2, 3], seed, -1.0, 1.0)
+    stained = adjust_stains(image, 1.0 + scale * draws[0], shift * draws[1])
+    spread = tf.reduce_max(image, -1) - tf.reduce_min(image, -1)
+    return tf.where(tf.reduce_max(spread) > 0.5 / 255, stained, image)  # grey: unchanged
+
+
 def _maybe(fn, image, labels, condition):
     return tf.cond(condition, lambda: _apply(fn, image, labels), lambda: (image, labels))
 
@@ -206,8 +254,6 @@ def elastic_layer(seed: int = 0):
     return keras.layers.RandomElasticTransform(
         factor=1.0, scale=0.5, interpolation="bilinear", seed=seed
     )
-
-
 
 
 def elastic_batches(layer):
