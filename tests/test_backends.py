@@ -22,8 +22,8 @@ def test_portable_tests_pass_under_backend(backend, module):
         pytest.skip(f"{module} is not installed: pip install -e '.[backends]'")
     env = {**os.environ, "KERAS_BACKEND": backend}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "portable", "-p", "no:cacheprovider",
-         *PORTABLE_MODULES],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "portable",
+         "-p", "no:cacheprovider", *PORTABLE_MODULES],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

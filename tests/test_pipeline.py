@@ -270,3 +270,23 @@ def test_stain_jitter_changes_colour_images_and_leaves_grey_ones_alone():
     assert len({round(float(c.mean()), 4) for c in changed}) == 4  # each draw its own
     np.testing.assert_array_equal(
         photometric(grey, tf.constant([1, 0], tf.int64), settings).numpy(), grey.numpy())
+
+
+def test_per_image_models_default_to_no_brightness_or_contrast_change():
+    from keras_unet.data.augment import photometric
+
+    # A dim image (faint object at 12/255 on black): the default shift
+    # clips the object away in some draws, and per-image standardization
+    # would undo the change itself anyway.
+    image = tf.constant(np.array([0.0, 12 / 255], np.float32).reshape(1, 2, 1))
+    defaults = Augment()
+    erased = [photometric(image, tf.constant([s, 0], tf.int64), defaults).numpy()[0, 1, 0]
+              for s in range(20)]
+    assert min(erased) == 0.0
+    settings = Augment.for_model({"hue": 0.05}, "per_image")
+    assert (settings.brightness, settings.contrast, settings.hue) == (0.0, None, 0.05)
+    kept = [photometric(image, tf.constant([s, 0], tf.int64), settings).numpy()
+            for s in range(20)]
+    assert all(np.array_equal(k, image.numpy()) for k in kept)
+    assert Augment.for_model({"brightness": 0.2}, "per_image").brightness == 0.2
+    assert Augment.for_model({}, None) == Augment()

@@ -360,7 +360,9 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         ds = make_dataset(
             train_set, channels=config.channels, training=True, batch_size=config.batch_size,
             crop_size=config.crop_size, pad_multiple=multiple,
-            augmentations=Augment(**config.augment), class_weights=weights,
+            augmentations=Augment.for_model(
+                config.augment, config.model.get("input_normalization")),
+            class_weights=weights,
             border_weights=border, target=config.target,
             boundary_width=config.boundary_width, records=records,
             seed=config.seed, deterministic=config.deterministic, start=start,
