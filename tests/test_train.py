@@ -172,8 +172,9 @@ train(TrainConfig(**config))
 GPU_SETTINGS = dict(mixed_precision="float16", jit_compile="on", deterministic=False)
 
 
-@pytest.mark.parametrize("kill_at, gpu", [("mid_epoch", False), ("save", False),
-                                          ("mid_epoch", True)])
+# The float32 mid-epoch kill is the GPU-settings one's twin: slow-marked.
+@pytest.mark.parametrize("kill_at, gpu", [pytest.param("mid_epoch", False, marks=pytest.mark.slow),
+                                          ("save", False), ("mid_epoch", True)])
 def test_a_killed_run_leaves_loadable_files_and_resumes(tiny_nuclei, tmp_path, kill_at, gpu):
     import signal
     import time

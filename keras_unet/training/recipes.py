@@ -5,10 +5,11 @@ it); the benchmarks train with the same dictionaries, so a recipe is what
 the numbers in `docs/benchmarks/` were measured with:
 
 - `nuclei-cpu`: microscopy nuclei on a 2-core CPU (`bench_accuracy.py`):
-  16 filters, depth 4, batch norm, per-image normalization, stain
+  16 filters, depth 4, batch norm, per-image normalization (so no
+  brightness or contrast augmentation, see `Augment.for_model`), stain
   augmentation, 128-pixel crops drawn by area, 12 x 250 steps at lr 3e-3,
   the instance target with a 2-pixel boundary. About 20 minutes on 2
-  cores; DSB2018 validation fg Dice 0.905, mean AP 0.491.
+  cores; DSB2018 validation fg Dice 0.911, mean AP 0.504.
 - `nuclei-gpu`: the same, wider and longer (32 filters, 256-pixel crops,
   100 x 100 steps of 16). Not measured yet.
 - `street-cpu`: street scenes and other many-class datasets
