@@ -19,6 +19,14 @@ def test_an_absurd_boundary_width_is_refused(tmp_path):
     TrainConfig(data="d", boundary_width=16).validate()
 
 
+def test_an_augmentation_range_that_is_not_a_pair_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: d\naugment: {stain: 0.2}\n")
+    with pytest.raises(ConfigError, match=r"augment: stain must be a pair of numbers .* "
+                                          r"not 0.2"):
+        TrainConfig.from_file(tmp_path / "c.yaml").validate()
+    TrainConfig(data="d", augment={"stain": [0.2, 0.01], "gamma": None}).validate()
+
+
 def test_an_oversampling_list_saved_by_excel_reads_and_huge_counts_are_refused(tmp_path):
     csv = tmp_path / "times.csv"
     csv.write_bytes("\ufeffname,times\na,3\n".encode("utf-8"))  # Excel's byte-order mark

@@ -73,6 +73,15 @@ class Augment:
     invert: float = 0.0
     elastic: bool = False
 
+    def __post_init__(self):
+        for name in ("scale", "contrast", "gamma", "stain", "saturation"):
+            value = getattr(self, name)
+            if value is not None and not (
+                    isinstance(value, (list, tuple)) and len(value) == 2
+                    and all(isinstance(v, (int, float)) for v in value)):
+                raise ValueError(f"{name} must be a pair of numbers [low, high] "
+                                 f"(stain: [scale, shift]) or null, not {value!r}")
+
     @classmethod
     def for_model(cls, options: dict, input_normalization: str | None = None) -> Augment:
         """The settings `options` name, with defaults that suit the model.

@@ -316,6 +316,10 @@ class TrainConfig:
             unknown = sorted(set(getattr(self, section)) - set(known))
             if unknown:
                 raise ConfigError(f"{section}: unknown options {unknown}; known: {known}")
+        try:
+            Augment(**self.augment)
+        except ValueError as err:
+            raise ConfigError(f"augment: {err}") from None
         multiple = size_multiple(self.model.get("depth", 4), self.model.get("backbone"))
         if self.crop_size % multiple:
             below = self.crop_size // multiple * multiple
