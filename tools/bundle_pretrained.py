@@ -14,12 +14,14 @@ SHA-256 of `model.keras`. The bundled nucleus model was made with
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
+from keras_unet.data.augment import Augment
 from keras_unet.files import atomic_write, write_text
 from keras_unet.models.pretrained import PRETRAINED_DIR
 
@@ -69,6 +71,9 @@ def main() -> None:
         "boundary_width": config["boundary_width"],
         "model": config["model"],
         "training": {key: value for key, value in config.items() if key not in LOCAL_KEYS},
+        # What the augmentation was, defaults for the model included.
+        "augmentation": dataclasses.asdict(Augment.for_model(
+            config.get("augment", {}), config["model"].get("input_normalization"))),
         "oversampled_images": oversampled(config.get("oversample")),
         "training_seconds": bench["training_seconds"].get(config["target"]),
         "checkpoint": args.checkpoint,
@@ -76,6 +81,11 @@ def main() -> None:
         "data_licence": "CC0 1.0 (BBBC038v1, Caicedo et al., Nature Methods 2019)",
         "licence": "Apache-2.0 (the weights, like keras-unet)",
     }
+    sizes = json.loads((run / "object_size.json").read_text(encoding="utf-8"))
+    card["object_size"] = {
+        "median_diameter": sizes["median_diameter"], "range": sizes["range"],
+        "measured": f"equivalent diameters sqrt(4*area/pi) of the {sizes['objects']:,} objects "
+                    "of the training images (median, 10th and 90th percentiles), px"}
     write_text(output / "card.json", json.dumps(card, indent=2) + "\n")
     print(f"{output}: {(output / 'model.keras').stat().st_size / 1e6:.1f} MB, sha256 {digest}")
 
