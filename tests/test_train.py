@@ -601,6 +601,22 @@ def test_a_model_without_a_label_map_is_not_trusted_with_its_head(tiny_nuclei, t
     assert "it has no label map beside it (labels.txt)" in caplog.text
 
 
+def test_a_run_killed_after_its_last_epoch_is_scored_without_more_training(
+        tiny_nuclei, tmp_path, caplog):
+    config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1)
+    first = train(config)
+    state_file = tmp_path / "run" / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "finished": False}))  # killed before this
+    with caplog.at_level("INFO", logger="keras_unet"):
+        again = train(config)
+    assert "every epoch (1) was trained; scoring the run" in caplog.text
+    assert "continuing at epoch" not in caplog.text
+    assert len(again.history["loss"]) == 1
+    assert json.loads(state_file.read_text())["finished"]
+    assert again.scores["foreground_dice"] == pytest.approx(first.scores["foreground_dice"])
+
+
 def test_a_finished_run_killed_before_its_summary_is_scored_again(tiny_nuclei, tmp_path,
                                                                   capsys):
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1)

@@ -429,7 +429,12 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     compile_model(*_phase_lr(config, phases, current))
     if start_epoch:
         _restore(model, backup)
-        log.info("%s: continuing at epoch %d of %d", run.path, start_epoch + 1, state.epochs)
+        if start_epoch < state.epochs:
+            log.info("%s: continuing at epoch %d of %d", run.path, start_epoch + 1,
+                     state.epochs)
+        else:  # killed between the last epoch and the scores
+            log.info("%s: every epoch (%d) was trained; scoring the run", run.path,
+                     state.epochs)
 
     guard = NanGuard()
     recorder = RunRecorder(run, state, guard, steps * config.batch_size,
