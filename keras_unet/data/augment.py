@@ -4,8 +4,8 @@ Geometry (flips, 90-degree rotations, random scale and crop, padding, the
 optional elastic deformation of the U-Net paper) applies to the image and
 every label map together; labels are always resampled nearest neighbour.
 Photometric changes (stain densities, brightness, contrast, gamma, colour)
-touch the image only. Padding uses zeros for images and the ignore id (255) for masks, so
-padded pixels never count in the loss or the metrics.
+touch the image only. Padding uses zeros for images and the ignore id (255)
+for masks, so padded pixels never count in the loss or the metrics.
 
 `keras_unet.data.pipeline` applies these functions to its stream of
 examples, with a draw made from `(seed, position)`.

@@ -14,8 +14,10 @@
 Why `auto` keeps CPUs in float32 (`docs/benchmarks/speed.md`): on a 2-core
 Xeon with AMX, bfloat16 trained the `nuclei-cpu` recipe's U-Net 1.67-1.85x
 faster, but its DSB2018 mean AP was 0.007-0.009 below float32's (two seeds),
-more than the 0.005 that `auto` may cost; and MobileNetV2 encoders train
-slower in bfloat16 (0.76x: depthwise convolutions). On a CPU without
+more than the 0.005 that `auto` may cost (measured with brightness/contrast
+augmentation; without it bfloat16 scored 0.512 and 0.508 against float32's
+0.504, one seed: not settled yet); and MobileNetV2 encoders train slower in
+bfloat16 (0.76x: depthwise convolutions). On a CPU without
 bfloat16 instructions it is emulated, and a run asking for it says so.
 
 The weights stay float32 in every policy and the output head computes in
