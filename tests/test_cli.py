@@ -337,3 +337,17 @@ def test_messages_go_to_the_stderr_of_the_moment(monkeypatch):
     first.close()
     logging.getLogger("keras_unet.test").info("two")
     assert second.getvalue() == "two\n"
+
+
+def test_object_size_defaults_to_auto_only_for_models_that_record_one():
+    from types import SimpleNamespace
+
+    from keras_unet.cli.model import RECORDED, chosen_object_size
+
+    nuclei = SimpleNamespace(object_size={"median_diameter": 17.2, "range": [8.5, 34.3]})
+    street = SimpleNamespace(object_size=None)
+    assert chosen_object_size(RECORDED, nuclei) == "auto"
+    assert chosen_object_size(RECORDED, street) is None
+    for given in (None, "auto", 30.0):  # off, auto, a size: as given
+        assert chosen_object_size(given, nuclei) == given
+    assert chosen_object_size(None, street) is None

@@ -8,6 +8,7 @@ import tensorflow as tf
 from conftest import squares
 
 from keras_unet.data.instances import (
+    area_weighted_diameter,
     boundary_target,
     label_instances,
     median_object_diameter,
@@ -137,3 +138,12 @@ def test_the_diameter_of_a_square_is_that_of_the_disc_of_its_area():
     assert median_object_diameter(squares([10, 20, 30])) == pytest.approx(
         math.sqrt(4 * 400 / math.pi))
     assert median_object_diameter(np.zeros((4, 4), np.uint16)) is None
+
+
+def test_the_area_weighted_diameter_is_where_half_the_area_lies():
+    # Areas 1, 1, 1, 1 and 16 (diameters as given): half of the 20 units of
+    # area lies in the one large object.
+    assert area_weighted_diameter(np.array([1.0, 1.0, 4.0, 1.0, 1.0])) == 4.0
+    # 3 + 3 + 4 (areas 9, 9, 16 of 34): the cumulative area passes 17 at the second 3.
+    assert area_weighted_diameter(np.array([3.0, 4.0, 3.0])) == 3.0
+    assert area_weighted_diameter(np.zeros(0)) is None

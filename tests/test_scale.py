@@ -22,12 +22,14 @@ from keras_unet.inference.scale import (
     MAX_FACTOR,
     MIN_FACTOR,
     TOLERANCE,
+    candidate_factors,
+    foreground_confidence,
     predict_at_object_size,
     rescale_factor,
     resize,
 )
 
-MODEL = {"median_diameter": 20.0, "range": [10.0, 40.0]}
+MODEL = {"median_diameter": 20.0, "range": [10.0, 40.0], "image_diameter": 20.0}
 
 
 def disc(size: int, diameter: float) -> np.ndarray:
@@ -42,20 +44,55 @@ def as_probabilities(image: np.ndarray) -> np.ndarray:
 
 
 def test_objects_near_the_training_size_are_not_rescaled():
-    assert rescale_factor(20.0, MODEL) == 1.0
-    assert rescale_factor(20.0 * TOLERANCE * 0.99, MODEL) == 1.0
-    assert rescale_factor(60.0, MODEL) == pytest.approx(20 / 60)
-    assert rescale_factor(2000.0, MODEL) == MIN_FACTOR
-    assert rescale_factor(1.0, MODEL) == MAX_FACTOR
+    assert rescale_factor(20.0, 20.0) == 1.0
+    assert rescale_factor(20.0 * TOLERANCE * 0.99, 20.0) == 1.0
+    assert rescale_factor(60.0, 20.0) == pytest.approx(20 / 60)
+    assert rescale_factor(2000.0, 20.0) == MIN_FACTOR
+    assert rescale_factor(1.0, 20.0) == MAX_FACTOR
+
+
+def objects_of_sizes(sides: list[int]) -> np.ndarray:
+    """Square objects of the given sides, apart from each other."""
+    ids = np.zeros((300, 300), np.int32)
+    x = 0
+    for i, side in enumerate(sides):
+        ids[10:10 + side, x:x + side] = i + 1
+        x += side + 5
+    return ids
+
+
+def test_large_objects_split_into_pieces_are_still_seen_as_large():
+    # Two 40-px objects and three 14-px pieces, as a first pass splits large
+    # faint nuclei: the plain median (15.8 px) is within tolerance of the
+    # training's 20 px, the area-weighted one sees the 40-px objects.
+    ids = objects_of_sizes([40, 40, 14, 14, 14])
+    big = math.sqrt(4 * 1600 / math.pi)
+    assert candidate_factors(ids, MODEL) == (1.0, pytest.approx(20 / big))
+    # A model recorded without image_diameter keeps the plain median.
+    old = {"median_diameter": 20.0, "range": [10.0, 40.0]}
+    assert candidate_factors(ids, old) == (1.0, 1.0)
+    assert candidate_factors(np.zeros((8, 8), np.int32), MODEL) == (1.0, 1.0)
+
+
+def test_small_objects_beside_a_few_clumps_are_still_seen_as_small():
+    # Seven 7-px objects and a 22-px clump of them: the area-weighted median
+    # is the clump's (within tolerance), the plain median the small objects'.
+    ids = objects_of_sizes([7] * 7 + [22])
+    small = math.sqrt(4 * 49 / math.pi)
+    assert candidate_factors(ids, MODEL) == (pytest.approx(20 / small), 1.0)
+    # Both at once: a median that says enlarge, an area-weighted one shrink.
+    enlarge, shrink = candidate_factors(objects_of_sizes([7, 7, 7, 60, 60]), MODEL)
+    assert enlarge == pytest.approx(20 / small)
+    assert shrink == pytest.approx(20 / math.sqrt(4 * 3600 / math.pi))
 
 
 def test_auto_measures_the_objects_rescales_and_maps_the_probabilities_back():
     image = disc(200, 60).astype(np.float32)[..., None]
     seen = []
 
-    def predict(x):
+    def predict(x):  # surer of the disc at the training size
         seen.append(x.shape[:2])
-        return as_probabilities(x)
+        return as_probabilities(x * (0.7 if x.shape[0] == 200 else 1.0))
 
     probabilities, factor = predict_at_object_size(predict, image, MODEL, "auto")
     assert seen == [(200, 200), (67, 67)]  # the first pass, then at 1/3
@@ -64,6 +101,65 @@ def test_auto_measures_the_objects_rescales_and_maps_the_probabilities_back():
     back = probabilities[..., 1] > 0.5
     truth = disc(200, 60)
     assert (back & truth).sum() / (back | truth).sum() > 0.95
+
+
+@pytest.mark.parametrize("sure_when_shrunk", [True, False])
+def test_large_objects_are_shrunk_only_where_that_makes_the_model_surer(sure_when_shrunk):
+    # A 'model' that finds the 60-px disc either way, with foreground
+    # probability 0.6 at the image's own size and 0.95 (or 0.55) shrunk.
+    image = disc(200, 60).astype(np.float32)[..., None]
+
+    def predict(x):
+        p = 0.6 if x.shape[0] == 200 else (0.95 if sure_when_shrunk else 0.55)
+        return as_probabilities(x * p + (1 - x) * 0.02)
+
+    probabilities, factor = predict_at_object_size(predict, image, MODEL, "auto")
+    if sure_when_shrunk:
+        assert factor == pytest.approx(20 / 60, rel=0.03)
+        assert probabilities[100, 100, 1] > 0.9
+    else:
+        assert factor == 1.0
+        assert probabilities[100, 100, 1] == pytest.approx(0.6)
+    # A size the user gives is followed, however sure the model is.
+    _, given = predict_at_object_size(predict, image, MODEL, 60.0)
+    assert given == pytest.approx(20 / 60)
+
+
+def test_where_shrinking_does_not_make_the_model_surer_small_objects_are_enlarged():
+    # Pieces and large objects at once: shrinking is tried first, the model is
+    # no surer shrunk, so the small objects' enlargement is used.
+    image = objects_of_sizes([7, 7, 7, 60, 60]).astype(np.float32)[..., None] > 0
+    image = image.astype(np.float32)
+    seen = []
+
+    def predict(x):
+        seen.append(x.shape[0])
+        return as_probabilities(x * (0.9 if x.shape[0] >= 300 else 0.6))
+
+    _, factor = predict_at_object_size(predict, image, MODEL, "auto")
+    assert factor > 2 and len(seen) == 3 and seen[1] < 300 < seen[2]
+
+
+def test_small_objects_are_enlarged_even_where_the_model_was_surer_at_their_size():
+    image = disc(100, 7).astype(np.float32)[..., None]
+    for i in range(4):  # a few more, so that the estimate sees them
+        image[10 + 20 * i:17 + 20 * i, 10:17] = 1
+
+    def predict(x):
+        p = 0.99 if x.shape[0] == 100 else 0.7
+        return as_probabilities(np.clip(x, 0, 1) * p)
+
+    _, factor = predict_at_object_size(predict, image, MODEL, "auto")
+    assert factor > 2
+
+
+def test_foreground_confidence():
+    probabilities = as_probabilities(np.array([[[0.9], [0.3]], [[0.5], [0.0]]], np.float32))
+    region = np.array([[True, True], [True, False]])
+    assert foreground_confidence(probabilities, region) == pytest.approx((0.4 + 0.2 + 0) / 3)
+    assert foreground_confidence(probabilities, np.zeros((2, 2), bool)) == 0.0
+    sigmoid = np.array([[[0.9]]], np.float32)
+    assert foreground_confidence(sigmoid, np.ones((1, 1), bool)) == pytest.approx(0.4)
 
 
 def test_a_given_size_needs_no_first_pass():
@@ -95,6 +191,10 @@ def test_the_dataset_object_size_pools_every_object():
     diameters = sorted(math.sqrt(4 * a / math.pi) for a in (100, 400, 16))
     assert size["median_diameter"] == pytest.approx(diameters[1], abs=0.01)
     assert size["objects"] == 3
+    # Per image, the area-weighted median: 10x10 alone, and the 20x20 (400 of
+    # the 416 pixels); their median over the two images.
+    per_image = [math.sqrt(4 * 100 / math.pi), math.sqrt(4 * 400 / math.pi)]
+    assert size["image_diameter"] == pytest.approx(np.median(per_image), abs=0.01)
     # A dataset without background (street scenes) has no objects.
     assert dataset_object_size(masks, has_background=False) is None
 

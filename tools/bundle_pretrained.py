@@ -31,6 +31,13 @@ LOCAL_KEYS = ("data", "images_dir", "masks_dir", "labels", "val_list", "work_dir
               "boundary_width", "channels")
 
 
+# How a card's object_size was measured (keras_unet.data.instances.dataset_object_size).
+OBJECT_SIZE_MEASURED = (
+    "equivalent diameters sqrt(4*area/pi) of the {objects:,} objects of the training images "
+    "(median, 10th and 90th percentiles); image_diameter: the median over the images of "
+    "each image's area-weighted median diameter; px")
+
+
 def oversampled(path: str | None) -> dict[str, int]:
     """`{times: images}` of an `--oversample` file (`name,times` lines)."""
     if not path:
@@ -84,8 +91,8 @@ def main() -> None:
     sizes = json.loads((run / "object_size.json").read_text(encoding="utf-8"))
     card["object_size"] = {
         "median_diameter": sizes["median_diameter"], "range": sizes["range"],
-        "measured": f"equivalent diameters sqrt(4*area/pi) of the {sizes['objects']:,} objects "
-                    "of the training images (median, 10th and 90th percentiles), px"}
+        "image_diameter": sizes["image_diameter"],
+        "measured": OBJECT_SIZE_MEASURED.format(objects=sizes["objects"])}
     write_text(output / "card.json", json.dumps(card, indent=2) + "\n")
     print(f"{output}: {(output / 'model.keras').stat().st_size / 1e6:.1f} MB, sha256 {digest}")
 

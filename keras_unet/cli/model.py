@@ -14,6 +14,21 @@ from keras_unet.cli.types import (
     size,
 )
 
+# `--object-size` not given: rescale where the model records its training
+# object size. Measured with the bundled model on the DSB2018 validation
+# images (image Dice / mean AP): auto 0.900 / 0.515 against off 0.897 / 0.510
+# at their own size, 0.832 / 0.449 against 0.695 / 0.322 at half size and
+# 0.894 / 0.503 against 0.869 / 0.441 at double size.
+RECORDED = object()
+
+
+def chosen_object_size(given, predictor) -> float | str | None:
+    """`--object-size` as given, or by default `"auto"` for a model that
+    records its training object size and off (`None`) for one that does not."""
+    if given is not RECORDED:
+        return given
+    return "auto" if predictor.object_size else None
+
 
 def add_parsers(add) -> None:
     """Adds `predict`, `evaluate` and `export` (`add(name, ...)` makes a subparser)."""
@@ -101,10 +116,12 @@ def add_parsers(add) -> None:
         p.add_argument("--labels", help="labels.txt (default: beside the model)")
         p.add_argument("--tile", type=size, help="tile size for any-size .keras models")
         p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-        p.add_argument("--object-size", type=object_size, default=None, metavar="auto|off|PX",
+        p.add_argument("--object-size", type=object_size, default=RECORDED,
+                       metavar="auto|off|PX",
                        help="rescale each image so its objects have the size the model was "
                             "trained on: auto estimates their diameter by a first prediction, "
-                            "PX gives it (default: off)")
+                            "PX gives it (default: auto for a model that records its training "
+                            "object size, else off)")
         p.add_argument("--threads", type=positive_int, help="LiteRT threads")
 
 
@@ -163,7 +180,8 @@ def predict(args) -> int:
         return 2
     result = predict_files(
         predictor, args.input, args.output, tile=args.tile, overlap=args.overlap,
-        tta=args.tta, probabilities=args.probabilities, object_size=args.object_size,
+        tta=args.tta, probabilities=args.probabilities,
+        object_size=chosen_object_size(args.object_size, predictor),
         min_size=MIN_OBJECT_SIZE if args.min_size is None else args.min_size,
         labelme=labelme, progress=True,
     )
@@ -194,7 +212,7 @@ def evaluate(args) -> int:
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
                               worst=args.worst, tta=args.tta, progress=True,
-                              object_size=args.object_size)
+                              object_size=chosen_object_size(args.object_size, predictor))
     print(format_scores(result))
     if result["objects"]:
         print(format_object_scores(ObjectScores.from_dict(result["objects"])))

@@ -183,6 +183,27 @@ def median_object_diameter(instances: np.ndarray) -> float | None:
     return float(np.median(diameters)) if diameters.size else None
 
 
+def area_weighted_diameter(diameters: np.ndarray) -> float | None:
+    """The area-weighted median of object diameters.
+
+    Half of the objects' area lies in objects of at most this diameter. Unlike
+    the plain median it is not pulled down by many small pieces (the
+    fragments of large faint objects that a model splits, specks), only by
+    area.
+
+    Args:
+        diameters: Equivalent diameters (see `object_diameters`).
+
+    Returns:
+        The diameter, or `None` for no objects.
+    """
+    if not diameters.size:
+        return None
+    ordered = np.sort(diameters)
+    cumulative = np.cumsum(ordered**2)
+    return float(ordered[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
 def foreground_objects(truth: np.ndarray) -> np.ndarray:
     """Objects of a class-id mask: connected components of its classes but 0.
 
@@ -213,7 +234,9 @@ def dataset_object_size(masks, instances=None, *, has_background: bool = True) -
     Returns:
         `{"median_diameter", "range": [10th, 90th percentile], "objects"}`
         of the objects' equivalent diameters in pixels, pooled over the
-        images, or `None` without objects.
+        images, and `"image_diameter"`: the median over the images of each
+        image's `area_weighted_diameter` (what `--object-size auto`
+        compares a new image's estimate with); `None` without objects.
     """
     if instances is None and not has_background:
         return None
@@ -224,5 +247,7 @@ def dataset_object_size(masks, instances=None, *, has_background: bool = True) -
     if not pooled.size:
         return None
     low, median, high = np.percentile(pooled, [10, 50, 90])
+    per_image = [area_weighted_diameter(d) for d in diameters if d.size]
     return {"median_diameter": round(float(median), 2),
-            "range": [round(float(low), 2), round(float(high), 2)], "objects": int(pooled.size)}
+            "range": [round(float(low), 2), round(float(high), 2)], "objects": int(pooled.size),
+            "image_diameter": round(float(np.median(per_image)), 2)}
