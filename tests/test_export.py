@@ -313,6 +313,7 @@ def standardizing_model(nuclei_dataset, tmp_path_factory):
         model={"filters": 8, "depth": 3, "normalization": "batch",
                "input_normalization": "per_image"},
         tensorboard=False, verbose=0, val_fraction=0.2, early_stopping=0, deterministic=True,
+        mixed_precision="off",  # the same model on CPUs with and without bfloat16
     )
     result = train(config)
     return keras.models.load_model(result.run_dir / "checkpoints/best.keras", compile=False)

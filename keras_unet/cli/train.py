@@ -65,8 +65,9 @@ TRAIN_FLAGS = {
                                            "e.g. nuclei_dsb2018 (fine-tuning)")),
     "--seed": ("seed", dict(type=non_negative_int, help="random seed")),
     "--mixed-precision": ("mixed_precision", dict(
-        choices=PRECISIONS, help="compute precision (auto: float16 with a GPU, float32 on a "
-                                 "CPU; on: bfloat16 on a CPU)")),
+        choices=PRECISIONS, help="compute precision (auto: float16 with a GPU; on a CPU, "
+                                 "bfloat16 for a plain U-Net where the CPU has it, else "
+                                 "float32; on: bfloat16 on a CPU)")),
     "--jit-compile": ("jit_compile", dict(choices=("auto", "on", "off"),
                                           help="XLA compilation (auto: with a GPU)")),
     "--filters": ("model.filters", dict(type=positive_int, help="base filters")),

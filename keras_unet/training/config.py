@@ -105,7 +105,8 @@ class TrainConfig:
         deterministic: Reproducible input order and augmentation.
         mixed_precision: Compute precision, one of
             `keras_unet.training.precision.PRECISIONS` (`"auto"`: float16 with a
-            GPU, float32 on a CPU; `"bfloat16"` for CPUs that have it).
+            GPU; on a CPU, bfloat16 for a plain U-Net where the CPU has
+            bfloat16 instructions, else float32).
         jit_compile: `"auto"` (on with a GPU), `"on"` or `"off"`.
         tensorboard: Write TensorBoard logs.
         verbose: Progress output: 1 a Keras progress bar on a terminal (one

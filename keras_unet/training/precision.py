@@ -2,7 +2,9 @@
 
 `TrainConfig.mixed_precision` (`--mixed-precision`) takes:
 
-- `"auto"` (the default): float16 with a GPU, float32 on a CPU.
+- `"auto"` (the default): float16 with a GPU; on a CPU, bfloat16 for a
+  plain U-Net (no `backbone`) where the CPU has bfloat16 instructions,
+  else float32.
 - `"off"`: float32 everywhere.
 - `"float16"`: Keras' `mixed_float16` (float16 compute, float32 weights,
   loss scaling), the fast path of NVIDIA GPUs.
@@ -11,14 +13,16 @@
   (AVX512_BF16 or AMX-BF16: recent Xeon and EPYC), TPUs and recent GPUs.
 - `"on"`: the device's mixed type, float16 on a GPU and bfloat16 on a CPU.
 
-Why `auto` keeps CPUs in float32 (`docs/benchmarks/speed.md`): on a 2-core
-Xeon with AMX, bfloat16 trained the `nuclei-cpu` recipe's U-Net 1.67-1.85x
-faster, but its DSB2018 mean AP was 0.007-0.009 below float32's (two seeds),
-more than the 0.005 that `auto` may cost (measured with brightness/contrast
-augmentation; without it bfloat16 scored 0.512 and 0.508 against float32's
-0.504, one seed: not settled yet); and MobileNetV2 encoders train slower in
-bfloat16 (0.76x: depthwise convolutions). On a CPU without
-bfloat16 instructions it is emulated, and a run asking for it says so.
+What `auto` picks on a CPU was measured (`docs/benchmarks/speed.md`): on a
+2-core Xeon with AMX, bfloat16 trained the `nuclei-cpu` recipe's plain U-Net
+1.67-1.85x faster, and its DSB2018 validation scores were within 0.005 of
+float32's (two seeds each: mean AP 0.512 and 0.508 against 0.504 and 0.520,
+fg Dice 0.915 and 0.912 against 0.911 and 0.915, image Dice 0.896 and 0.891
+against 0.894 and 0.896), so `auto` uses it there. Encoders from Keras
+Applications stay float32: MobileNetV2 trained slower in bfloat16 (0.76x:
+depthwise convolutions, the `street-cpu` recipe), and the others were not
+measured. On a CPU without bfloat16 instructions it is emulated, and a run
+asking for it says so.
 
 The weights stay float32 in every policy and the output head computes in
 float32, so a mixed model saves, resumes and exports like a float32 one
@@ -60,7 +64,8 @@ def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def training_policy(setting: str, *, gpu: bool, cpu_bfloat16: bool | None = None) -> str:
+def training_policy(setting: str, *, gpu: bool, backbone: str | None = None,
+                    cpu_bfloat16: bool | None = None) -> str:
     """The Keras dtype policy name for a `mixed_precision` setting.
 
     Logs a warning for bfloat16 on a CPU without bfloat16 instructions.
@@ -68,6 +73,8 @@ def training_policy(setting: str, *, gpu: bool, cpu_bfloat16: bool | None = None
     Args:
         setting: One of `PRECISIONS`.
         gpu: Whether training runs on a GPU.
+        backbone: The model's encoder backbone (`None`: the plain U-Net);
+            `"auto"` on a CPU uses bfloat16 only for the plain U-Net.
         cpu_bfloat16: Whether the CPU has bfloat16 instructions (default:
             `cpu_has_bfloat16()`).
 
@@ -79,8 +86,12 @@ def training_policy(setting: str, *, gpu: bool, cpu_bfloat16: bool | None = None
     """
     if setting not in PRECISIONS:
         raise ValueError(f"mixed_precision={setting!r}: expected one of {', '.join(PRECISIONS)}")
-    if setting == "off" or (setting == "auto" and not gpu):
+    if setting == "off":
         return "float32"
+    if setting == "auto" and not gpu:
+        if cpu_bfloat16 is None:
+            cpu_bfloat16 = cpu_has_bfloat16()
+        return "mixed_bfloat16" if cpu_bfloat16 and backbone is None else "float32"
     if setting in ("float16", "bfloat16"):
         policy = f"mixed_{setting}"
     else:

@@ -16,7 +16,8 @@ Running `train` again on the same run folder:
   run folder.
 
 Hardware: the GPU is used when TensorFlow sees one, with mixed precision and
-XLA there (float32 on a CPU unless asked: `keras_unet.training.precision`);
+XLA there (on a CPU, bfloat16 for a plain U-Net where the CPU has bfloat16
+instructions, else float32: `keras_unet.training.precision`);
 several GPUs use `MirroredStrategy`; several machines use
 `MultiWorkerMirroredStrategy`, configured by the `TF_CONFIG` environment
 variable of each worker.
@@ -332,7 +333,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         _record_object_size(run, train_set)
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    policy = training_policy(config.mixed_precision, gpu=gpu)
+    policy = training_policy(config.mixed_precision, gpu=gpu,
+                             backbone=config.model.get("backbone"))
     log.info("compute precision: %s", policy)
     multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
