@@ -69,28 +69,45 @@ def dataset_folder(source: Path, folder: Path) -> tuple[Path, Path, dict]:
     return folder, val, {r["id"]: r["modality"] for r in rows}
 
 
-def balance_file(source: Path, path: Path, sqrt: bool = True,
+def balance_file(source: Path, path: Path, balance: str = "sqrt",
                  exclude: frozenset = frozenset(), crop_size: int | None = None) -> Path:
-    """`name,times` of the training images: each modality sqrt(n_largest / n)
-    times (`sqrt`, else once), n counting its images, or its crops with
-    `crop_size` (area sampling, see `keras_unet.data.pipeline.area_repeats`), of
-    the images trained on; the names in `exclude` 0 times (left out)."""
+    """`name,times` of the training images for `TrainConfig.oversample`.
+
+    `balance` "sqrt" draws each modality's images sqrt(n_largest / n) times
+    per pass; "sqrt-acquisition" also balances a modality's acquisitions
+    (its image sizes: e.g. DSB2018's dim 640x512 fluorescence images) the
+    same way within it, the two factors multiplied; "none" draws every image
+    once. n counts a group's images, or its crops with `crop_size` (area
+    sampling, see `keras_unet.data.pipeline.area_repeats`), of the images
+    trained on; the names in `exclude` are drawn 0 times (left out).
+    """
     from keras_unet.data.pipeline import area_repeats
 
     with open(source / "metadata.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train" and r["id"] not in exclude]
     crops = (area_repeats([(int(r["height"]), int(r["width"])) for r in rows], crop_size)
              if crop_size else [1] * len(rows))
-    counts = Counter()
-    for row, n in zip(rows, crops):
-        counts[row["modality"]] += 0 if row["id"] in exclude else n
-    largest = max(counts.values())
-    times = {m: max(1, round(math.sqrt(largest / n))) if sqrt else 1
-             for m, n in counts.items() if n}
-    lines = {r["id"]: 0 if r["id"] in exclude else times[r["modality"]] for r in rows}
-    path.write_text("name,times\n" + "".join(f"{name},{n}\n" for name, n in lines.items()
+
+    def sqrt_factors(key, within: str | None = None) -> dict:
+        counts = Counter()
+        for row, n in zip(rows, crops):
+            if within in (None, row["modality"]):
+                counts[key(row)] += n
+        return {k: math.sqrt(max(counts.values()) / n) for k, n in counts.items()}
+
+    modality = sqrt_factors(lambda r: r["modality"])
+    acquisition = {}
+    if balance == "sqrt-acquisition":
+        for name in modality:
+            acquisition |= sqrt_factors(lambda r: (r["modality"], r["height"], r["width"]), name)
+    times = {r["id"]: 1 if balance == "none" else max(1, round(
+        modality[r["modality"]] * acquisition.get((r["modality"], r["height"], r["width"]), 1)))
+        for r in rows}
+    times |= {name: 0 for name in exclude}
+    path.write_text("name,times\n" + "".join(f"{name},{n}\n" for name, n in times.items()
                                              if n != 1))
-    print(f"oversampling per pass: {times}; left out: {sum(n == 0 for n in lines.values())}")
+    print(f"oversampling per pass: {dict(sorted(Counter(times.values()).items()))} "
+          f"(times: images); left out: {len(exclude)}")
     return path
 
 
@@ -105,9 +122,11 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe setting, e.g. model.filters=8")
     parser.add_argument("--tag", default="", help="name of this variant")
-    parser.add_argument("--balance", choices=("none", "sqrt"), default="sqrt",
+    parser.add_argument("--balance", choices=("none", "sqrt", "sqrt-acquisition"),
+                        default="sqrt",
                         help="oversample the rare modalities: sqrt draws a modality's images "
-                             "sqrt(n_largest / n) times per pass")
+                             "sqrt(n_largest / n) times per pass; sqrt-acquisition does so "
+                             "by modality and image size")
     parser.add_argument("--modes", nargs="+", default=["semantic", "instances"],
                         choices=("semantic", "instances"))
     parser.add_argument("--exclude", metavar="FOLDER",
@@ -146,11 +165,11 @@ def main():
     except ConfigError as err:
         sys.exit(f"error: {err}")
     exclude = annotated_names(Path(args.exclude)) if args.exclude else frozenset()
-    if args.balance == "sqrt" or exclude:
+    if args.balance != "none" or exclude:
         name = f"balance-{work.name}.csv"
         crop_size = recipe["crop_size"] if recipe.get("sampling") == "area" else None
         recipe["oversample"] = str(balance_file(source, Path(args.work) / name,
-                                                args.balance == "sqrt", exclude, crop_size))
+                                                args.balance, exclude, crop_size))
         for config in configs.values():
             config.oversample = recipe["oversample"]
     predictors = {}

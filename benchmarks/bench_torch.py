@@ -9,7 +9,9 @@ images in batches of 8, as
   (NCHW), in `channels_last`, and `channels_last` under
   `torch.autocast("cpu", torch.bfloat16)`;
 - segmentation_models.pytorch's `Unet` with a ResNet-18 encoder (random
-  weights; decoder widths 128..16), where it is installed.
+  weights; decoder widths 128..16), where it is installed. It needs
+  torchvision, which has no CPU build for every PyTorch release: the
+  PyTorch cases can run in another environment (`--torch-python`).
 
 Each case runs in its own process (a fresh framework, its default thread
 settings), the cases interleaved round after round; a case's figure is the
@@ -23,6 +25,7 @@ x 2 for float32; for bfloat16, cores x clock x 1024 on CPUs with AMX (Intel's
 figure for its tile unit), else twice the float32 peak with AVX512_BF16.
 
     python benchmarks/bench_torch.py [--rounds 4] [--steps 15] [--fma-units 2]
+    python benchmarks/bench_torch.py --torch-python .venv-smp/bin/python
 """
 
 import argparse
@@ -75,7 +78,7 @@ def keras_case(name: str, warmup: int, steps: int) -> dict:
     y = rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)).astype(np.int32)
     seconds = timed_steps(lambda: model.train_on_batch(x, y), warmup, steps)
     return {"seconds": seconds, "params": model.count_params(),
-            "flops": 3 * forward_conv_flops(model)}
+            "flops": 3 * forward_conv_flops(model), "version": f"Keras {keras.__version__}"}
 
 
 def forward_conv_flops(model) -> float:
@@ -165,12 +168,13 @@ def torch_case(name: str, warmup: int, steps: int) -> dict:
         step()
     seconds = timed_steps(step, warmup, steps)
     return {"seconds": seconds, "params": sum(p.numel() for p in model.parameters()),
-            "flops": float(counter.get_total_flops())}
+            "flops": float(counter.get_total_flops()), "version": f"PyTorch {torch.__version__}"}
 
 
-def run_case(name: str, warmup: int, steps: int) -> dict | None:
-    """One case in a fresh process; `None` where its library is missing."""
-    result = subprocess.run([sys.executable, __file__, "--case", name, "--warmup", str(warmup),
+def run_case(name: str, warmup: int, steps: int, python: str = sys.executable) -> dict | None:
+    """One case in a fresh process of interpreter `python`; `None` where its
+    library is missing."""
+    result = subprocess.run([python, __file__, "--case", name, "--warmup", str(warmup),
                              "--steps", str(steps)], capture_output=True, text=True)
     if result.returncode != 0:
         if "ModuleNotFoundError" in result.stderr:
@@ -205,6 +209,9 @@ def main():
     parser.add_argument("--fma-units", type=int, default=2,
                         help="FMA units per core (2 on Xeon Gold/Platinum and EPYC Zen 4+)")
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
+    parser.add_argument("--torch-python", default=sys.executable, metavar="PYTHON",
+                        help="the interpreter of the PyTorch cases (an environment with "
+                             "segmentation_models.pytorch; default: this one)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -217,7 +224,8 @@ def main():
     for round_ in range(args.rounds):
         order = args.cases if round_ % 2 == 0 else list(reversed(args.cases))
         for name in order:
-            outcome = run_case(name, args.warmup, args.steps)
+            python = sys.executable if name.startswith("keras_") else args.torch_python
+            outcome = run_case(name, args.warmup, args.steps, python)
             if outcome is not None:
                 results[name].append(outcome)
             print(f"round {round_ + 1}: {name} "
@@ -241,6 +249,7 @@ def main():
             "vs best torch fp32": f"{rate / best_torch:.2f}" if best_torch else "-",
             "params": f"{rs[0]['params'] / 1e6:.2f} M",
             "GFLOP/step": f"{flops / 1e9:.1f}",
+            "version": rs[0].get("version", "-"),
             "of peak": f"{flops * rate / BATCH / peak_flops:.1%}",
         })
     print(f"\n{peak['model']}, {peak['cores']} cores at {peak['mhz']:.0f} MHz, "
@@ -248,7 +257,7 @@ def main():
           f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, bfloat16 {peak['bf16_peak'] / 1e9:.0f} "
           f"GFLOP/s ({BF16_UNIT[peak['amx_bf16'], peak['avx512_bf16']]})\n")
     print(table(rows, ["case", "images/s", "rounds", "vs best torch fp32", "params",
-                       "GFLOP/step", "of peak"]))
+                       "GFLOP/step", "of peak", "version"]))
     path = save("torch", {"cpu": peak, "size": SIZE, "batch": BATCH, "filters": FILTERS,
                           "depth": DEPTH, "steps": args.steps, "results": results,
                           "rows": rows})
