@@ -84,7 +84,9 @@ def balance_file(source: Path, path: Path, balance: str = "sqrt",
     from keras_unet.data.pipeline import area_repeats
 
     with open(source / "metadata.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "train" and r["id"] not in exclude]
+        training = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    left_out = [r["id"] for r in training if r["id"] in exclude]
+    rows = [r for r in training if r["id"] not in exclude]
     crops = (area_repeats([(int(r["height"]), int(r["width"])) for r in rows], crop_size)
              if crop_size else [1] * len(rows))
 
@@ -103,11 +105,11 @@ def balance_file(source: Path, path: Path, balance: str = "sqrt",
     times = {r["id"]: 1 if balance == "none" else max(1, round(
         modality[r["modality"]] * acquisition.get((r["modality"], r["height"], r["width"]), 1)))
         for r in rows}
-    times |= {name: 0 for name in exclude}
+    times |= {name: 0 for name in left_out}
     path.write_text("name,times\n" + "".join(f"{name},{n}\n" for name, n in times.items()
                                              if n != 1))
     print(f"oversampling per pass: {dict(sorted(Counter(times.values()).items()))} "
-          f"(times: images); left out: {len(exclude)}")
+          f"(times: images); left out: {len(left_out)}")
     return path
 
 

@@ -11,7 +11,7 @@ back, so masks and objects come out at the image's own size.
 The object size of a new image is given (`object_size=PIXELS`, its median
 object diameter, compared with the training median), or estimated
 (`"auto"`) from the objects of a first prediction at the image's own scale
-(`estimated_factor`): their plain median diameter decides whether to
+(`candidate_factors`): their plain median diameter decides whether to
 enlarge, their area-weighted median (against the training images',
 `image_diameter`) whether to shrink. The area weighting keeps the pieces a
 model splits large faint objects into from hiding them: on the 113 DSB2018
@@ -20,21 +20,21 @@ true one on 8 images (e.g. 23 px for 38 px nuclei on a dim image), its
 area-weighted median 1.4x off the true area-weighted one on 3. Within
 `TOLERANCE` of the training size the first prediction is kept as it is.
 
-With `"auto"`, an image whose objects are smaller than the model's is always
-enlarged, but one whose objects are larger is shrunk only where the shrunk
-prediction is the more confident of the two (`foreground_confidence`).
+With `"auto"`, shrinking is tried first and kept only where the shrunk
+prediction is the more confident of the two (`foreground_confidence`);
+otherwise an image whose objects are smaller than the model's is enlarged.
 Shrinking costs boundary resolution: it helps where the model fails at full
 size (large faint nuclei, which it splits or misses, and predicts without
 confidence) and hurts where it already works. Measured with the bundled
 model on the 113 DSB2018 validation images, image-averaged fg Dice / mean
-AP, at their own size and shown at 0.5x and 2x (`docs/benchmarks/accuracy.md`):
+AP, at their own size and shown at 0.5x and 2x (`docs/guides/evaluation.md`):
 
 | rule | 1x | 0.5x | 2x |
 |---|---|---|---|
 | no rescaling | 0.897 / 0.510 | 0.695 / 0.322 | 0.869 / 0.441 |
 | rescale whenever out of tolerance | 0.897 / 0.507 | 0.828 / 0.439 | 0.894 / 0.510 |
-| the more confident of the two, both ways | 0.902 / 0.515 | 0.711 / 0.353 | 0.894 / 0.503 |
-| enlarge always, shrink if more confident | 0.901 / 0.514 | 0.830 / 0.447 | 0.894 / 0.503 |
+| surer of the two, both ways (simulated) | 0.902 / 0.515 | 0.711 / 0.353 | 0.894 / 0.503 |
+| this rule | 0.900 / 0.515 | 0.832 / 0.449 | 0.894 / 0.503 |
 
 (At 0.5x the model is confident about the tiny objects it merges: confidence
 cannot judge enlarging.)
@@ -190,11 +190,12 @@ def rescale_rule() -> dict:
                         "area-weighted median a (half the objects' area lies in objects of "
                         "at most this diameter)",
             "tolerance": TOLERANCE, "min_factor": MIN_FACTOR, "max_factor": MAX_FACTOR,
-            "factor": "enlarge by median_diameter / m where that is above tolerance and "
-                      "image_diameter / a is not below it; shrink by image_diameter / a "
-                      "where that is below 1 / tolerance and median_diameter / m is not "
-                      "above it; else 1 (a given median diameter d: median_diameter / d); "
-                      "probabilities resized back bilinearly",
-            "shrinking": "with an estimated size, a factor below 1 is kept only where the "
-                         "rescaled prediction is more confident than the first: the mean "
-                         "|p_foreground - 0.5| over the pixels either calls foreground"}
+            "factor": "where image_diameter / a is below 1 / tolerance, shrink by it and "
+                      "keep the result only if it is more confident than the first "
+                      "prediction; else, where median_diameter / m is above tolerance, "
+                      "enlarge by it; else 1 (a given median diameter d: median_diameter / "
+                      "d, unless within tolerance); factors within [min_factor, "
+                      "max_factor], probabilities resized back bilinearly; without "
+                      "image_diameter, median_diameter / m decides both ways",
+            "confidence": "the mean |p_foreground - 0.5| over the pixels either prediction "
+                          "calls foreground (p_foreground > 0.5)"}

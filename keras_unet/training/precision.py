@@ -88,17 +88,15 @@ def training_policy(setting: str, *, gpu: bool, backbone: str | None = None,
         raise ValueError(f"mixed_precision={setting!r}: expected one of {', '.join(PRECISIONS)}")
     if setting == "off":
         return "float32"
+    if not gpu and cpu_bfloat16 is None:
+        cpu_bfloat16 = cpu_has_bfloat16()
     if setting == "auto" and not gpu:
-        if cpu_bfloat16 is None:
-            cpu_bfloat16 = cpu_has_bfloat16()
         return "mixed_bfloat16" if cpu_bfloat16 and backbone is None else "float32"
     if setting in ("float16", "bfloat16"):
         policy = f"mixed_{setting}"
     else:
         policy = "mixed_float16" if gpu else "mixed_bfloat16"
     if policy == "mixed_bfloat16" and not gpu:
-        if cpu_bfloat16 is None:
-            cpu_bfloat16 = cpu_has_bfloat16()
         if not cpu_bfloat16:
             log.warning("this CPU has no bfloat16 instructions (AVX512_BF16, AMX): bfloat16 "
                         "is emulated and trains slower than float32 (--mixed-precision off)")
