@@ -140,6 +140,8 @@ def main():
     parser.add_argument("--object-size", choices=("off", "auto"), default="off",
                         help="score the models with their images rescaled to the training "
                              "object size (auto) or as they are (off)")
+    parser.add_argument("--tta", action="store_true",
+                        help="score the models with flip test-time augmentation")
     parser.add_argument("--data", default=str(SOURCE))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench_accuracy"))
     args = parser.parse_args()
@@ -197,7 +199,8 @@ def main():
     _, val_set = load_training_data(next(iter(configs.values())))
     start = time.perf_counter()
     table = score_methods(val_set, predictors, modalities, image_bins=True, progress=True,
-                          object_size=None if args.object_size == "off" else "auto")
+                          object_size=None if args.object_size == "off" else "auto",
+                          tta=args.tta)
     scoring = time.perf_counter() - start
     print(format_comparison(table))
     print(f"training seconds: {seconds}; scoring {scoring:.0f} s for {len(val_set.images)} "
@@ -205,10 +208,11 @@ def main():
     name = "accuracy" + (f"_{args.recipe}" if args.recipe != "cpu" else "") + (
         f"_{args.tag}" if args.tag else "") + (f"_score_{Path(args.score).stem}"
                                                if args.score else "") + (
-        "_object_size_auto" if args.object_size == "auto" else "")
+        "_object_size_auto" if args.object_size == "auto" else "") + (
+        "_tta" if args.tta else "")
     print(save(name, {"recipe": args.recipe, "settings": recipe, "tag": args.tag,
                       "training_seconds": seconds, "scoring_seconds": round(scoring, 1),
-                      "object_size": args.object_size, "scores": table,
+                      "object_size": args.object_size, "tta": args.tta, "scores": table,
                       "checkpoint": "last.keras"}))
 
 

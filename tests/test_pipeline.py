@@ -7,13 +7,9 @@ import tensorflow as tf
 
 from keras_unet.data.augment import Augment
 from keras_unet.data.pairs import load_dataset
-from keras_unet.data.pipeline import (
-    area_repeats,
-    class_weights_from_counts,
-    make_dataset,
-    pixel_weights,
-)
+from keras_unet.data.pipeline import area_repeats, make_dataset, pixel_weights
 from keras_unet.data.readers import save_mask
+from keras_unet.data.weights import class_weights_from_counts
 
 NO_PHOTOMETRIC = dict(brightness=0.0, contrast=None)
 

@@ -520,19 +520,22 @@ def class_weights_logged(caplog) -> list[float]:
     return json.loads(line.split(":", 1)[1])
 
 
-def test_class_weights_are_counted_on_the_training_split_only(tiny_nuclei, tmp_path, caplog):
+@pytest.mark.parametrize("weighting, power", [("median_frequency", 1.0),
+                                             ("sqrt_median_frequency", 0.5)])
+def test_class_weights_are_counted_on_the_training_split_only(
+        tiny_nuclei, tmp_path, caplog, weighting, power):
     from keras_unet.data.readers import read_mask
 
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, steps_per_epoch=1,
-                         class_weighting="median_frequency", val_fraction=0.5)
+                         class_weighting=weighting, val_fraction=0.5)
     with caplog.at_level("INFO", logger="keras_unet"):
         train(config)
     train_set, val_set = load_training_data(config)
 
-    def median_frequency(paths):  # by hand: median of the frequencies / frequency
+    def median_frequency(paths):  # by hand: (median of the frequencies / frequency) ** power
         counts = sum(np.bincount(read_mask(p).ravel(), minlength=2)[:2] for p in paths)
         frequency = counts / counts.sum()
-        return np.median(frequency) / frequency
+        return (np.median(frequency) / frequency) ** power
 
     expected = median_frequency(train_set.masks)
     np.testing.assert_allclose(class_weights_logged(caplog), expected, atol=1e-3)

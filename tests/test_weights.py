@@ -1,4 +1,5 @@
-"""Tests for keras_unet.data.weights: the border weight map and the target's pixel counts."""
+"""Tests for keras_unet.data.weights: class weights, the border weight map and the
+target's pixel counts."""
 
 
 import numpy as np
@@ -6,7 +7,20 @@ import PIL.Image
 import pytest
 
 from keras_unet.data.pairs import Dataset
-from keras_unet.data.weights import border_weight_map, target_pixel_counts
+from keras_unet.data.weights import (
+    border_weight_map,
+    class_weights_from_counts,
+    target_pixel_counts,
+)
+
+
+def test_median_frequency_weights_and_their_square_root():
+    counts = {0: 800, 1: 100, 2: 200, 4: 25}  # class 3 has no pixels
+    # frequencies 800, 100, 200, 25 (of the same total): median 150
+    assert class_weights_from_counts(counts, 5) == pytest.approx(
+        [150 / 800, 1.5, 0.75, 0.0, 6.0])
+    assert class_weights_from_counts(counts, 5, power=0.5) == pytest.approx(
+        [(150 / 800) ** 0.5, 1.5 ** 0.5, 0.75 ** 0.5, 0.0, 6.0 ** 0.5])
 
 
 def test_gap_between_two_objects_gets_the_papers_weight():

@@ -10,6 +10,7 @@ from keras_unet.cli.types import (
     positive_float,
     positive_int,
 )
+from keras_unet.data.weights import CLASS_WEIGHTINGS
 from keras_unet.models.backbones import BACKBONES
 from keras_unet.training.precision import PRECISIONS
 from keras_unet.training.recipes import RECIPES
@@ -49,7 +50,7 @@ TRAIN_FLAGS = {
     "--schedule": ("schedule", dict(choices=("cosine", "constant"), help="learning rate")),
     "--loss": ("loss", dict(choices=("dice_ce", "dice", "cross_entropy", "focal", "tversky"),
                             help="loss")),
-    "--class-weighting": ("class_weighting", dict(choices=("none", "median_frequency"),
+    "--class-weighting": ("class_weighting", dict(choices=tuple(CLASS_WEIGHTINGS),
                                                   help="pixel weights by class frequency")),
     "--oversample": ("oversample", dict(metavar="CSV",
                                         help="name,times lines: draw these pairs more often")),

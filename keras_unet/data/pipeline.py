@@ -64,22 +64,6 @@ def pixel_weights(mask: tf.Tensor, class_weights) -> tf.Tensor:
     return tf.gather(tf.constant(table), tf.cast(mask[..., 0], tf.int32))
 
 
-def class_weights_from_counts(counts: dict[int, int], num_classes: int) -> list[float]:
-    """Median-frequency balancing: `w_c = median(freq) / freq_c`.
-
-    Args:
-        counts: Pixels per class id.
-        num_classes: Number of classes.
-
-    Returns:
-        Weights by class id (classes with no pixels get weight 0).
-    """
-    freq = np.array([counts.get(c, 0) for c in range(num_classes)], np.float64)
-    present = freq > 0
-    median = np.median(freq[present])
-    return [float(median / f) if f else 0.0 for f in freq]
-
-
 def boundary_target(masks: tf.Tensor, instances: tf.Tensor, boundary_id: int,
                     width: int = 1) -> tf.Tensor:
     """Class-id masks with a boundary class between and around objects.

@@ -1,4 +1,4 @@
-"""Pixel weight maps for class imbalance and touching objects.
+"""Class weights and pixel weight maps for class imbalance and touching objects.
 
 The U-Net paper (Ronneberger et al. 2015, eq. 2) weights every pixel by
 
@@ -18,6 +18,32 @@ from tqdm.auto import tqdm
 from keras_unet.data.instances import BOUNDARY_WIDTH, boundary_target
 from keras_unet.data.labels import IGNORE_ID
 from keras_unet.data.readers import read_instances
+
+CLASS_WEIGHTINGS = {"none": None, "median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+"""Class weighting names and the power of the median-frequency weights."""
+
+
+def class_weights_from_counts(
+    counts: dict[int, int], num_classes: int, power: float = 1.0
+) -> list[float]:
+    """Median-frequency balancing: `w_c = (median(freq) / freq_c) ** power`.
+
+    `power=1` is Eigen & Fergus's median-frequency balancing (SegNet's
+    CamVid weights); `power=0.5`, its square root, halves the weights' spread
+    on a log scale, so that the frequent classes keep more of their weight.
+
+    Args:
+        counts: Pixels per class id.
+        num_classes: Number of classes.
+        power: Exponent applied to the median-frequency weights.
+
+    Returns:
+        Weights by class id (classes with no pixels get weight 0).
+    """
+    freq = np.array([counts.get(c, 0) for c in range(num_classes)], np.float64)
+    present = freq > 0
+    median = np.median(freq[present])
+    return [float((median / f) ** power) if f else 0.0 for f in freq]
 
 
 def border_weight_map(

@@ -113,6 +113,7 @@ def score_methods(
     *,
     image_bins: bool = False,
     object_size: float | str | None = None,
+    tta: bool = False,
     progress: bool = False,
 ) -> dict:
     """Foreground Dice and object scores of the baselines (and models).
@@ -128,6 +129,7 @@ def score_methods(
             `keras_unet.evaluation.groups` (`brightness:dim`, `size:large`).
         object_size: The models' `predict_image(object_size=...)`: rescale
             images to the training object size (`"auto"`), or not (`None`).
+        tta: Average the models' predictions over flips (`predict_image(tta=)`).
         progress: Show a progress bar.
 
     Returns:
@@ -159,7 +161,7 @@ def score_methods(
         for name, predictor in predictors.items():
             model_image = image if predictor.channels == 3 else read_image(
                 dataset.images[index], predictor.channels)
-            probs = predict_image(predictor, model_image, object_size=object_size)
+            probs = predict_image(predictor, model_image, object_size=object_size, tta=tta)
             result = evaluate_prediction(probs, truth, 2, target=predictor.target,
                                          true_instances=true_ids)
             results[name] = (result.confusion, result.objects)

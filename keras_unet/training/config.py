@@ -18,6 +18,7 @@ from pathlib import Path
 
 from keras_unet import files
 from keras_unet.data.instances import BOUNDARY_WIDTH, TARGETS
+from keras_unet.data.weights import CLASS_WEIGHTINGS
 from keras_unet.errors import KerasUnetError
 from keras_unet.models import pretrained
 from keras_unet.training.precision import PRECISIONS
@@ -73,7 +74,9 @@ class TrainConfig:
         lr: Peak learning rate (Adam).
         schedule: `"cosine"` decay to 1 % over the run, or `"constant"`.
         loss: `"dice_ce"`, `"dice"`, `"cross_entropy"`, `"focal"`, `"tversky"`.
-        class_weighting: `"none"` or `"median_frequency"` (pixel weights).
+        class_weighting: `"none"`, `"median_frequency"` or
+            `"sqrt_median_frequency"` (its square root): pixel weights by
+            class frequency.
         oversample: A CSV file of `name,times` lines: each named training
             pair is drawn `times` times per pass over the training set (to
             show a rare kind of image, e.g. a stain seen in few images, more
@@ -295,7 +298,7 @@ class TrainConfig:
                 and math.isfinite(self.time_budget) and self.time_budget > 0):
             fail("time_budget", "a positive, finite number of minutes")
         choices = {"target": TARGETS, "channels": (1, 3), "schedule": ("cosine", "constant"),
-                   "loss": tuple(LOSSES), "class_weighting": ("none", "median_frequency"),
+                   "loss": tuple(LOSSES), "class_weighting": tuple(CLASS_WEIGHTINGS),
                    "sampling": SAMPLINGS,
                    "mixed_precision": PRECISIONS,
                    "jit_compile": ("auto", "on", "off"), "verbose": (0, 1, 2)}

@@ -53,12 +53,16 @@ from keras_unet.data.pairs import (
 )
 from keras_unet.data.pipeline import (
     area_repeats,
-    class_weights_from_counts,
     make_dataset,
     write_tfrecords,
 )
 from keras_unet.data.readers import image_size, read_instances
-from keras_unet.data.weights import border_weight_maps, target_pixel_counts
+from keras_unet.data.weights import (
+    CLASS_WEIGHTINGS,
+    border_weight_maps,
+    class_weights_from_counts,
+    target_pixel_counts,
+)
 from keras_unet.errors import KerasUnetError
 from keras_unet.inference.predict import (
     InferenceError,
@@ -338,11 +342,12 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     log.info("compute precision: %s", policy)
     multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
-    if config.class_weighting == "median_frequency":
+    if CLASS_WEIGHTINGS[config.class_weighting] is not None:
         classes = len(names) + (config.target == "instances")
         counts = target_pixel_counts(train_set, len(names), config.target,
                                      config.boundary_width)
-        weights = class_weights_from_counts(counts, classes)
+        weights = class_weights_from_counts(counts, classes,
+                                            CLASS_WEIGHTINGS[config.class_weighting])
         log.info("class weights: %s", np.round(weights, 3).tolist())
     records = None
     if config.tfrecord_shards:
