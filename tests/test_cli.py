@@ -351,3 +351,12 @@ def test_object_size_defaults_to_auto_only_for_models_that_record_one():
     for given in (None, "auto", 30.0):  # off, auto, a size: as given
         assert chosen_object_size(given, nuclei) == given
     assert chosen_object_size(None, street) is None
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_object_size_help_names_its_default_in_words(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: auto for a model that records its training object size, else off" in text
+    assert "object at 0x" not in text  # the sentinel behind that default

@@ -7,6 +7,7 @@ import pytest
 from keras_unet import build_unet
 from keras_unet.cli import main
 from keras_unet.inference.predict import (
+    DEFAULT_FLIPS,
     InferenceError,
     Predictor,
     gaussian_weights,
@@ -14,7 +15,9 @@ from keras_unet.inference.predict import (
     predict_image,
     predict_tiled,
     tile_starts,
+    trained_flips,
 )
+from keras_unet.training.recipes import STREET_AUGMENTATION
 
 
 def keras_predictor(model, calls):
@@ -62,6 +65,43 @@ def test_tta_of_a_flip_equivariant_model_changes_nothing():
     predictor = Predictor(identity, None, 1, 1, "memory")
     image = np.random.default_rng(1).random((32, 40, 1), dtype=np.float32)
     np.testing.assert_allclose(predict_image(predictor, image, tta=True), image, atol=1e-6)
+
+
+def position_dependent(batch):
+    """Not flip-equivariant: each output pixel sums the row up to it."""
+    return np.cumsum(batch[..., :1], axis=2) + np.cumsum(batch[..., :1], axis=1) ** 2
+
+
+@pytest.mark.parametrize("flips", [("horizontal",), ("horizontal", "vertical", "both")])
+def test_tta_averages_over_the_training_flips_and_no_others(flips):
+    predictor = Predictor(position_dependent, None, 1, 1, "memory", flips=flips)
+    image = np.random.default_rng(2).random((1, 24, 32, 1), dtype=np.float32)
+    axes = {"horizontal": (1,), "vertical": (0,), "both": (0, 1)}
+    views = [position_dependent(image)[0]] + [
+        np.flip(position_dependent(np.flip(image, tuple(a + 1 for a in axes[name])))[0],
+                axes[name]) for name in flips]
+    np.testing.assert_allclose(predict_image(predictor, image[0], tta=True),
+                               np.mean(views, axis=0), rtol=1e-5)
+    # The upside-down view changes this model's answer: leaving it out is seen.
+    all_four = Predictor(position_dependent, None, 1, 1, "memory",
+                         flips=("horizontal", "vertical", "both"))
+    assert (flips == all_four.flips) == np.allclose(
+        predict_image(all_four, image[0], tta=True), predict_image(predictor, image[0], tta=True))
+
+
+def test_the_training_flips_come_from_what_the_model_records():
+    every = ("horizontal", "vertical", "both")
+    assert trained_flips({}) == DEFAULT_FLIPS == ("horizontal",)
+    assert trained_flips({"augment": {}}) == every  # the default augmentation
+    assert trained_flips({"augment": STREET_AUGMENTATION}) == ("horizontal",)
+    assert trained_flips({"augment": {"flip": False, "rotate90": True}}) == ("both",)
+    assert trained_flips({"augment": {"flip": False, "rotate90": False}}) == ()
+    # flips and quarter turns: a vertical flip is a horizontal one turned 180
+    assert trained_flips({"augment": {"vertical_flip": False}}) == every
+    assert trained_flips({"training": {"augment": STREET_AUGMENTATION}}) == ("horizontal",)
+    assert trained_flips({"test_time_flips": ["horizontal"], "augment": {}}) == (
+        "horizontal",)  # an export's sidecar says it outright
+    assert load_predictor("nuclei_dsb2018").flips == every  # its card's training
 
 
 def test_odd_sizes_are_padded_and_cropped_back(small_fcn):

@@ -207,7 +207,8 @@ def test_a_training_run_records_its_objects_and_the_model_carries_them(trained_r
     assert predictor.object_size == recorded
 
 
-def test_the_export_sidecar_carries_the_object_size(trained_run, tmp_path):
+def test_the_export_sidecar_carries_the_object_size_and_the_training_flips(
+        trained_run, tmp_path):
     from keras_unet.export import export_run, read_metadata
 
     run, _ = trained_run
@@ -216,7 +217,12 @@ def test_the_export_sidecar_carries_the_object_size(trained_run, tmp_path):
     recorded = json.loads((run / "object_size.json").read_text())
     assert {k: meta["object_size"][k] for k in recorded} == recorded
     assert meta["object_size"]["rescale"]["tolerance"] == TOLERANCE  # the app's recipe
-    assert load_predictor(tmp_path / "model_float32.tflite").object_size == meta["object_size"]
+    exported = load_predictor(tmp_path / "model_float32.tflite")
+    assert exported.object_size == meta["object_size"]
+    # The run trained with every flip (the default augmentation): so does --tta.
+    assert meta["test_time_flips"] == ["horizontal", "vertical", "both"]
+    assert exported.flips == load_predictor(run / "checkpoints" / "best.keras").flips == (
+        "horizontal", "vertical", "both")
 
 
 # Two fluorescence images of the sample (median nucleus diameter 22 and 16 px).

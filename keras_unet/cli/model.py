@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from keras_unet.cli.types import (
@@ -115,8 +116,11 @@ def add_parsers(add) -> None:
             p.set_defaults(func=evaluate)
         p.add_argument("--labels", help="labels.txt (default: beside the model)")
         p.add_argument("--tile", type=size, help="tile size for any-size .keras models")
-        p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-        p.add_argument("--object-size", type=object_size, default=RECORDED,
+        p.add_argument("--tta", action="store_true",
+                       help="flip test-time augmentation: average over the flips the model "
+                            "was trained with (street models: left-right only)")
+        # SUPPRESS: no attribute unless given (the help names the default).
+        p.add_argument("--object-size", type=object_size, default=argparse.SUPPRESS,
                        metavar="auto|off|PX",
                        help="rescale each image so its objects have the size the model was "
                             "trained on: auto estimates their diameter by a first prediction, "
@@ -181,7 +185,7 @@ def predict(args) -> int:
     result = predict_files(
         predictor, args.input, args.output, tile=args.tile, overlap=args.overlap,
         tta=args.tta, probabilities=args.probabilities,
-        object_size=chosen_object_size(args.object_size, predictor),
+        object_size=chosen_object_size(getattr(args, "object_size", RECORDED), predictor),
         min_size=MIN_OBJECT_SIZE if args.min_size is None else args.min_size,
         labelme=labelme, progress=True,
     )
@@ -212,7 +216,7 @@ def evaluate(args) -> int:
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
                               worst=args.worst, tta=args.tta, progress=True,
-                              object_size=chosen_object_size(args.object_size, predictor))
+                              object_size=chosen_object_size(getattr(args, "object_size", RECORDED), predictor))
     print(format_scores(result))
     if result["objects"]:
         print(format_object_scores(ObjectScores.from_dict(result["objects"])))

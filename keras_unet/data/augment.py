@@ -82,6 +82,23 @@ class Augment:
                 raise ValueError(f"{name} must be a pair of numbers [low, high] "
                                  f"(stain: [scale, shift]) or null, not {value!r}")
 
+    @property
+    def test_time_flips(self) -> tuple[str, ...]:
+        """The flips of an image these settings show a model in training.
+
+        `"horizontal"` (left-right), `"vertical"` (upside down) and
+        `"both"` (a half turn). A vertical flip is also a horizontal one
+        turned by 180 degrees, so rotations by 90 with horizontal flips
+        show it too. Flip test-time augmentation
+        (`keras_unet.inference.predict`) averages over these, and no others:
+        a street model never saw its sky at the bottom.
+        """
+        vertical = self.flip and (self.vertical_flip or self.rotate90)
+        half_turn = self.rotate90 or (self.flip and self.vertical_flip)
+        return tuple(name for name, shown in (("horizontal", self.flip),
+                                              ("vertical", vertical), ("both", half_turn))
+                     if shown)
+
     @classmethod
     def for_model(cls, options: dict, input_normalization: str | None = None) -> Augment:
         """The settings `options` name, with defaults that suit the model.

@@ -37,7 +37,7 @@ def export_other(
     min_agreement: float = 0.999,
     names: list[str] | None = None,
     about: dict | None = None,
-    object_size: dict | None = None,
+    recorded: dict | None = None,
 ) -> ExportReport:
     """Exports a SavedModel (TF Serving) or ONNX model, verified like TFLite.
 
@@ -57,8 +57,8 @@ def export_other(
         min_agreement: Required mask agreement with the Keras model.
         names: Class names by id (for the ONNX sidecar and labels).
         about: Model card of the sidecar (see `sidecar`).
-        object_size: The training objects' size, for the sidecar (see
-            `keras_unet.models.metadata.sidecar`).
+        recorded: What the model records of its training, for the sidecar
+            (see `keras_unet.models.metadata.sidecar`).
 
     Returns:
         An `ExportReport` (precision float32, no op list).
@@ -107,7 +107,7 @@ def export_other(
                        FLOAT_IO, target=target_from_outputs(model.output_shape[-1], names),
                        size_multiple=model_multiple(model), about=about, fmt="onnx",
                        tiling=tiling_recipe(fixed) if all(fixed) else None,
-                       object_size=object_size)
+                       recorded=recorded)
         meta["verification"] = asdict(agreement)
         _add_onnx_metadata(tmp, meta)
     _remove(output)

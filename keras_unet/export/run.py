@@ -25,7 +25,13 @@ from keras_unet.export.formats import OTHER_FORMATS, export_other
 from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import PRECISIONS, export_tflite
 from keras_unet.export.verify import DEFAULT_AGREEMENT, check_min_agreement
-from keras_unet.inference.predict import InferenceError, load_keras_model, model_config, pad_image
+from keras_unet.inference.predict import (
+    InferenceError,
+    load_keras_model,
+    model_config,
+    pad_image,
+    trained_flips,
+)
 from keras_unet.inference.scale import rescale_rule
 from keras_unet.models import pretrained
 from keras_unet.training.runs import RunFolder
@@ -120,9 +126,11 @@ def export_run(
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
     model, config, model_path = _load_source(pretrained.resolve(source), data)
-    object_size = model_config(model_path).get("object_size")
+    trained = model_config(model_path)
+    recorded = {"test_time_flips": list(trained_flips(trained))}
+    object_size = trained.get("object_size")
     if object_size is not None:
-        object_size = {**object_size, "rescale": rescale_rule()}
+        recorded["object_size"] = {**object_size, "rescale": rescale_rule()}
     train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size
@@ -141,7 +149,7 @@ def export_run(
                     verification_images=verification, precision=name, input_size=size,
                     representative=(x[None] for x in calibration), io_type=io_type,
                     min_agreement=min_agreement, num_threads=num_threads,
-                    latency_runs=latency_runs, about=about, object_size=object_size,
+                    latency_runs=latency_runs, about=about, recorded=recorded,
                 ))
             else:
                 reports.append(export_other(
@@ -149,7 +157,7 @@ def export_run(
                     verification_images=verification, input_size=size,
                     min_agreement=DEFAULT_AGREEMENT["float32"]
                     if min_agreement is None else min_agreement,
-                    names=train_set.names, about=about, object_size=object_size,
+                    names=train_set.names, about=about, recorded=recorded,
                 ))
         except (ExportError, ExportVerificationError) as err:
             refused.append((name, err))

@@ -310,7 +310,7 @@ def export_tflite(
     num_threads: int | None = None,
     latency_runs: int = 20,
     about: dict | None = None,
-    object_size: dict | None = None,
+    recorded: dict | None = None,
 ) -> ExportReport:
     """Exports a Keras model to `.tflite`, verifies it and writes its sidecar.
 
@@ -336,8 +336,8 @@ def export_tflite(
         latency_runs: Timed runs for the latency medians (0 skips timing).
         about: Model `name`, `description`, `version`, `author` and
             `license` for the metadata.
-        object_size: The training objects' size, for the sidecar (see
-            `keras_unet.models.metadata.sidecar`).
+        recorded: What the model records of its training, for the sidecar
+            (see `keras_unet.models.metadata.sidecar`).
 
     Returns:
         The `ExportReport`.
@@ -387,7 +387,7 @@ def export_tflite(
         meta = sidecar(export_model, exported_output_kind(model), names, precision, output,
                        io, target=predictor.target, size_multiple=model_multiple(model),
                        tiling=tiling_recipe(fixed) if all(fixed) else None, about=about,
-                       object_size=object_size)
+                       recorded=recorded)
         meta["verification"] = asdict(agreement)
         meta["ops"] = ops
         embed_metadata(tmp, meta)

@@ -60,6 +60,8 @@ class Predictor:
         object_size: The training objects' size, where the model records
             it: `{"median_diameter": px, "range": [low, high]}` (see
             `keras_unet.inference.scale`).
+        flips: The flips of `FLIP_AXES` its training showed it, which flip
+            test-time augmentation uses (see `trained_flips`).
     """
 
     run: Callable[[np.ndarray], np.ndarray]
@@ -70,6 +72,7 @@ class Predictor:
     target: str = "semantic"
     names: list[str] | None = None
     object_size: dict | None = None
+    flips: tuple[str, ...] = ("horizontal",)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
@@ -176,6 +179,7 @@ def load_predictor(
     predictor.names = names
     predictor.target = meta.get("target") or target_from_outputs(outputs, names)
     predictor.object_size = meta.get("object_size")
+    predictor.flips = trained_flips(meta)
     if names is not None:
         expected = output_count(len(names), predictor.target)
         # An export has one channel per class, two for a sigmoid model.
@@ -428,19 +432,45 @@ def pad_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         image.shape[:2]) > max(pad_h, pad_w) else "edge")
 
 
-def _flips(tta: bool) -> list[tuple[int, ...]]:
-    return [(), (1,), (2,), (1, 2)] if tta else [()]
+# Flips of NHWC batches by name (`keras_unet.data.augment.Augment.test_time_flips`).
+FLIP_AXES = {"horizontal": (2,), "vertical": (1,), "both": (1, 2)}
+# What flip test-time augmentation assumes of a model that records no training
+# settings: horizontal flips suit microscopy and street scenes alike.
+DEFAULT_FLIPS = ("horizontal",)
+
+
+def trained_flips(meta: dict) -> tuple[str, ...]:
+    """The flips a model's training showed it (see `Predictor.flips`).
+
+    Args:
+        meta: What the model records (`model_config` of a `.keras` file, the
+            metadata of a `.tflite` file): its `test_time_flips`, or its
+            training's `augment` settings (a run's config, a bundled model's
+            card).
+
+    Returns:
+        Names of `FLIP_AXES`; `DEFAULT_FLIPS` when `meta` says nothing.
+    """
+    if "test_time_flips" in meta:
+        return tuple(meta["test_time_flips"])
+    augment = meta.get("augment", meta.get("training", {}).get("augment"))
+    if augment is None:
+        return DEFAULT_FLIPS
+    from keras_unet.data.augment import Augment
+
+    return Augment(**augment).test_time_flips
 
 
 def _predict_batch(predictor: Predictor, batch: np.ndarray, tta: bool) -> np.ndarray:
-    """Predicts a batch, averaging over flips when `tta`."""
+    """Predicts a batch, averaging over the model's training flips when `tta`."""
+    flips = [()] + [FLIP_AXES[name] for name in predictor.flips] if tta else [()]
     total = None
-    for axes in _flips(tta):
+    for axes in flips:
         flipped = np.flip(batch, axes) if axes else batch
         out = predictor(flipped)
         out = np.flip(out, axes) if axes else out
         total = out if total is None else total + out
-    return total / len(_flips(tta))
+    return total / len(flips)
 
 
 MAX_OVERLAP = 0.9
@@ -464,7 +494,8 @@ def predict_tiled(
         tile: `(height, width)` of a tile (the model's input size).
         overlap: Fraction of a tile shared by neighbours, 0 to 0.9.
         batch_size: Tiles predicted (and held) at once.
-        tta: Average over horizontal/vertical flips too.
+        tta: Average over the flips the model was trained with too
+            (`Predictor.flips`).
         progress: Show a progress bar over the tiles (when there are more
             than a batch of them).
 
@@ -558,7 +589,8 @@ def predict_image(
         tile: Tile size for any-size models (default: whole image).
         overlap: Tile overlap.
         batch_size: Tiles in memory at once.
-        tta: Flip test-time augmentation.
+        tta: Flip test-time augmentation: average over the flips the
+            model was trained with (`Predictor.flips`).
         progress: Show a progress bar over the tiles.
         object_size: The image's median object diameter in pixels, or
             `"auto"` to estimate it by a first prediction; `None`: predict

@@ -79,7 +79,7 @@ def sidecar(
     size_multiple: int = 1,
     tiling: dict | None = None,
     about: dict | None = None,
-    object_size: dict | None = None,
+    recorded: dict | None = None,
     fmt: str = "tflite",
 ) -> dict:
     """What a mobile app needs to run the exported model.
@@ -98,9 +98,12 @@ def sidecar(
             (`keras_unet.inference.predict.tiling_recipe`).
         about: Model `name`, `description`, `version`, `author` and
             `license` for the standard metadata (defaults filled in).
-        object_size: The training objects' median diameter and range, in
-            pixels, where the model records them (`predict --object-size`
-            rescales images to it; see `keras_unet.inference.scale`).
+        recorded: What the model records of its training, copied into the
+            sidecar: `object_size`, the training objects' median diameter
+            and range in pixels (`predict --object-size` rescales images to
+            it; see `keras_unet.inference.scale`), and `test_time_flips`,
+            the flips its training showed it (`predict --tta` averages over
+            those).
 
     Returns:
         The sidecar dictionary (written as JSON beside the model).
@@ -145,8 +148,7 @@ def sidecar(
     }
     if tiling is not None:
         meta["tiling"] = tiling
-    if object_size is not None:
-        meta["object_size"] = object_size
+    meta.update(recorded or {})
     if target == "instances":
         meta["output"]["boundary_channel"] = outputs - 1
         meta["postprocessing"] = {
