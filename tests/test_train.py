@@ -48,11 +48,22 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_resume_continues_from_the_saved_epoch_with_optimizer_state(tiny_nuclei, tmp_path):
+def test_resume_continues_from_the_saved_epoch_with_optimizer_state(
+        tiny_nuclei, tmp_path, monkeypatch):
+    import keras_unet.training.train as training
+
     config = tiny_config(tiny_nuclei, tmp_path / "run", epochs=4)
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[Interrupt()])
+    recorded = (tmp_path / "run" / "object_size.json").read_text()
+
+    def measured_again(*args, **kwargs):
+        raise AssertionError("the resumed run measured its objects again")
+
+    # The split is the run's, so its object size is too: not read again.
+    monkeypatch.setattr(training, "dataset_object_size", measured_again)
     result = train(config)
+    assert (tmp_path / "run" / "object_size.json").read_text() == recorded
     assert result.initial_epoch == 2
     with open(tmp_path / "run" / "log.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]

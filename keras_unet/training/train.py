@@ -482,7 +482,10 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
 
 def _record_object_size(run: RunFolder, train_set: Dataset) -> None:
     """Writes the training objects' size to the run (`object_size.json`), which
-    `predict --object-size` rescales new images to."""
+    `predict --object-size` rescales new images to; once, as the split it is
+    measured on is fixed for the run (`split.json`)."""
+    if run.object_size.is_file():
+        return
     masks = (train_set.read_mask(i) for i in range(len(train_set.images)))
     instances = map(read_instances, train_set.instances) if train_set.instances else None
     size = dataset_object_size(masks, instances, has_background=train_set.has_background)
