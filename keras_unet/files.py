@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import secrets
@@ -151,6 +153,23 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Atomically writes UTF-8 text."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def csv_text(rows: list[dict], empty: tuple[str, ...] = ()) -> str:
+    """Rows as CSV text, the columns in order of first appearance (a row
+    without a column leaves it empty); the header `empty` when there are no
+    rows."""
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or list(empty)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], empty: tuple[str, ...] = ()) -> Path:
+    """Atomically writes rows as CSV (see `csv_text`)."""
+    return write_text(path, csv_text(rows, empty))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

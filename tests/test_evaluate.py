@@ -1,5 +1,7 @@
 """Tests for keras_unet.evaluation.evaluate against hand-computed confusion matrices."""
 
+import csv
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -80,8 +82,11 @@ def test_evaluate_scores_objects_when_the_dataset_has_instances(tmp_path):
     merged = evaluate_dataset(semantic, dataset, tmp_path / "blob")["objects"]
     assert found["tp"] == 2 and found["merged"] == 0 and found["mean_ap"] > 0.9
     assert merged["merged"] == 2 and merged["tp"] <= 1
-    rows = (tmp_path / "objects" / "per_image.csv").read_text()
-    assert "mean_ap" in rows.splitlines()[0]
+    with open(tmp_path / "objects" / "per_image.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["mean_ap"]) > 0.9
+    # A perfect one-hot prediction is sure of every object pixel.
+    assert float(row["uncertain_share"]) == 0.0
 
 
 def test_a_run_model_is_scored_on_its_validation_split_by_default(tiny_nuclei, tmp_path):

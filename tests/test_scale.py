@@ -23,7 +23,6 @@ from keras_unet.inference.scale import (
     MIN_FACTOR,
     TOLERANCE,
     candidate_factors,
-    foreground_confidence,
     predict_at_object_size,
     rescale_factor,
     resize,
@@ -151,15 +150,6 @@ def test_small_objects_are_enlarged_even_where_the_model_was_surer_at_their_size
 
     _, factor = predict_at_object_size(predict, image, MODEL, "auto")
     assert factor > 2
-
-
-def test_foreground_confidence():
-    probabilities = as_probabilities(np.array([[[0.9], [0.3]], [[0.5], [0.0]]], np.float32))
-    region = np.array([[True, True], [True, False]])
-    assert foreground_confidence(probabilities, region) == pytest.approx((0.4 + 0.2 + 0) / 3)
-    assert foreground_confidence(probabilities, np.zeros((2, 2), bool)) == 0.0
-    sigmoid = np.array([[[0.9]]], np.float32)
-    assert foreground_confidence(sigmoid, np.ones((1, 1), bool)) == pytest.approx(0.4)
 
 
 def test_a_given_size_needs_no_first_pass():

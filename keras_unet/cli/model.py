@@ -216,7 +216,8 @@ def evaluate(args) -> int:
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
                               worst=args.worst, tta=args.tta, progress=True,
-                              object_size=chosen_object_size(getattr(args, "object_size", RECORDED), predictor))
+                              object_size=chosen_object_size(
+                                  getattr(args, "object_size", RECORDED), predictor))
     print(format_scores(result))
     if result["objects"]:
         print(format_object_scores(ObjectScores.from_dict(result["objects"])))

@@ -8,7 +8,6 @@ and `evaluate_dataset` both use it, so the numbers in `log.csv`,
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from keras_unet.evaluation.scores import (
     object_scores,
     per_class_scores,
 )
+from keras_unet.inference.confidence import uncertain_share
 from keras_unet.inference.predict import Predictor, check_object_size, predict_image
 
 
@@ -160,6 +160,8 @@ def evaluate_dataset(
         if result.objects is not None:
             row.update(mean_ap=result.objects.mean_ap, true_objects=result.objects.true_objects,
                        predicted_objects=result.objects.predicted_objects)
+        if dataset.has_background:
+            row["uncertain_share"] = round(uncertain_share(probabilities), 4)
         row.update(brightness=round(placed["brightness"], 2),
                    object_diameter=placed["object_diameter"], groups=" ".join(placed["groups"]))
         rows.append(row)
@@ -171,13 +173,7 @@ def evaluate_dataset(
     result["groups"] = {name: groups[name].as_dict() for name in sorted(groups, key=group_order)}
     files.write_text(output_dir / "scores.json", json.dumps(result, indent=2) + "\n")
 
-    def write_csv(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image"])
-            writer.writeheader()
-            writer.writerows(rows)
-
-    files.atomic_write(output_dir / "per_image.csv", write_csv)
+    files.write_csv(output_dir / "per_image.csv", rows, ("image",))
     plot_confusion(everything.matrix, names, output_dir / "confusion.png")
     for dice, image_path, image, truth, predicted in kept:
         picture = side_by_side(image, truth, predicted, names,

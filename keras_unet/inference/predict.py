@@ -26,10 +26,16 @@ from tqdm.auto import tqdm
 
 from keras_unet import files, register_keras_objects
 from keras_unet.data.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
-from keras_unet.data.labels import LabelMapError, read_labels
+from keras_unet.data.labels import BACKGROUND_LABEL, LabelMapError, read_labels
 from keras_unet.data.readers import IMAGE_SUFFIXES, ReadError, read_image, save_instances, save_mask
 from keras_unet.data.visualize import overlay
 from keras_unet.errors import KerasUnetError
+from keras_unet.inference.confidence import (
+    UNSURE_HIGH,
+    UNSURE_LOW,
+    UNSURE_SHARE,
+    uncertain_share,
+)
 from keras_unet.inference.preannotate import pixel_confidence
 from keras_unet.inference.scale import predict_at_object_size
 from keras_unet.logs import native_output_silenced
@@ -653,16 +659,30 @@ class PredictionSummary:
         errors: `(file, reason)` of the images that could not be read.
         labelme_written: LabelMe files written.
         labelme_kept: `(file, reason)` of LabelMe files left as they were.
+        unsure: `(file, uncertain share)` of the images the model is unsure
+            of (`keras_unet.inference.confidence`), most unsure first.
     """
 
     written: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     labelme_written: int = 0
     labelme_kept: list[tuple[str, str]] = field(default_factory=list)
+    unsure: list[tuple[str, float]] = field(default_factory=list)
 
     def format(self, output_dir) -> str:
         """A few lines for people."""
         lines = [f"{self.written} images predicted, {len(self.errors)} failed -> {output_dir}"]
+        if self.unsure:
+            shown = ", ".join(f"{Path(path).name} ({share:.0%})"
+                              for path, share in self.unsure[:UNSURE_SHOWN])
+            more = len(self.unsure) - UNSURE_SHOWN
+            lines.append(
+                f"the model is unsure of {len(self.unsure)} image(s): more than "
+                f"{UNSURE_SHARE:.0%} of what may be objects lies between "
+                f"{UNSURE_LOW:.0%} and {UNSURE_HIGH:.0%} foreground probability. They may "
+                "be unlike its training images (stain, exposure, magnification); check "
+                f"their overlays: {shown}" + (f" and {more} more" if more > 0 else "")
+                + " (every image's share: predictions.csv)")
         if self.labelme_written or self.labelme_kept:
             lines.append(f"LabelMe files: {self.labelme_written} written, "
                          f"{len(self.labelme_kept)} left as they were")
@@ -692,7 +712,11 @@ def predict_files(
     background; see `keras_unet.data.instances.label_instances`); with
     `probabilities`, `probabilities/<name>.npy` (float16 `(H, W, K)`); with
     `labelme`, `<name>.json`, a LabelMe file of the prediction (see
-    `keras_unet.inference.preannotate`).
+    `keras_unet.inference.preannotate`); and `predictions.csv`, a line per
+    image: its object count (instance models) and, for models with a
+    background class, its `uncertain_share`
+    (`keras_unet.inference.confidence`); the images above `UNSURE_SHARE` are
+    listed in the summary.
 
     Args:
         predictor: The model.
@@ -729,6 +753,7 @@ def predict_files(
     paths = _inputs(list_images(source), output_dir, root)
     summary = PredictionSummary()
     paths = _without_clashes(paths, root, summary)
+    rows = []
     bar = tqdm(paths, desc="predict", unit="image", disable=None if progress else True)
     for path in bar:
         try:
@@ -747,6 +772,14 @@ def predict_files(
         else:
             mask = semantic_classes(probs)
         save_mask(output_dir / "masks" / f"{stem}.png", mask)
+        row = {"image": str(path)}
+        if objects is not None:
+            row["objects"] = int(objects.max())
+        if _has_background(predictor, probs):
+            row["uncertain_share"] = round(uncertain_share(probs), 4)
+            if row["uncertain_share"] > UNSURE_SHARE:
+                summary.unsure.append((str(path), row["uncertain_share"]))
+        rows.append(row)
         picture = np.clip(image * 255, 0, 255).round().astype(np.uint8)
         picture = picture[..., 0] if picture.shape[-1] == 1 else picture
         files.save_image(output_dir / "overlays" / f"{stem}.png",
@@ -765,8 +798,21 @@ def predict_files(
             else:
                 summary.labelme_written += 1
         summary.written += 1
+    if rows:
+        files.write_csv(output_dir / "predictions.csv", rows)
+    summary.unsure.sort(key=lambda item: -item[1])
     return summary
 
+
+def _has_background(predictor: Predictor, probabilities: np.ndarray) -> bool:
+    """Whether the model has a foreground probability: a sigmoid model, or
+    one whose class 0 is the background."""
+    names = predictor.names
+    return probabilities.shape[-1] == 1 or bool(names) and names[0] == BACKGROUND_LABEL
+
+
+# Unsure images named in the summary (all of them are in predictions.csv).
+UNSURE_SHOWN = 5
 
 # The folders `predict_files` writes into its output folder.
 OUTPUT_FOLDERS = ("masks", "overlays", "instances", "probabilities")

@@ -47,6 +47,7 @@ from collections.abc import Callable
 import numpy as np
 
 from keras_unet.data.instances import area_weighted_diameter, label_instances, object_diameters
+from keras_unet.inference.confidence import foreground_confidence, foreground_probability
 
 # Resize factors beyond these would leave too few pixels, or blow up memory.
 MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
@@ -155,31 +156,6 @@ def predict_at_object_size(
     if enlarge > 1.0:
         return at(enlarge), enlarge
     return first, 1.0
-
-
-def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
-    """`(H, W)` probability of any object class: the sigmoid channel, or one
-    minus the background's softmax probability."""
-    if probabilities.shape[-1] == 1:
-        return probabilities[..., 0]
-    return 1.0 - probabilities[..., 0]
-
-
-def foreground_confidence(probabilities: np.ndarray, region: np.ndarray) -> float:
-    """How sure a prediction is about its objects: the mean distance of the
-    foreground probability from 0.5 over `region` (0 for an empty region).
-
-    Args:
-        probabilities: `(H, W, K)` model outputs.
-        region: `(H, W)` bool, the pixels to judge (where either of two
-            predictions being compared sees objects).
-
-    Returns:
-        A value in [0, 0.5].
-    """
-    if not region.any():
-        return 0.0
-    return float(np.abs(foreground_probability(probabilities)[region] - 0.5).mean())
 
 
 def rescale_rule() -> dict:

@@ -31,9 +31,7 @@ rerun; `evaluation_pairs` finds the pairs a run's model is evaluated on.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -327,12 +325,7 @@ def _read_split(path: Path, data: str) -> dict | None:
 
 def history_csv(history: list[dict]) -> str:
     """The history rows as CSV text (columns in order of first appearance)."""
-    columns = list(dict.fromkeys(key for row in history for key in row)) or ["epoch"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
+    return files.csv_text(history, ("epoch",))
 
 
 def evaluation_pairs(
