@@ -44,6 +44,12 @@ from keras_unet.models.metadata import read_metadata
 
 log = logging.getLogger(__name__)
 
+# Flips of NHWC batches by name (`keras_unet.data.augment.Augment.test_time_flips`).
+FLIP_AXES = {"horizontal": (2,), "vertical": (1,), "both": (1, 2)}
+# What flip test-time augmentation assumes of a model that records no training
+# settings: horizontal flips suit microscopy and street scenes alike.
+DEFAULT_FLIPS = ("horizontal",)
+
 
 class InferenceError(KerasUnetError, ValueError):
     """An image or model that cannot be used; names the file."""
@@ -78,7 +84,7 @@ class Predictor:
     target: str = "semantic"
     names: list[str] | None = None
     object_size: dict | None = None
-    flips: tuple[str, ...] = ("horizontal",)
+    flips: tuple[str, ...] = DEFAULT_FLIPS
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
@@ -436,13 +442,6 @@ def pad_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(
         image.shape[:2]) > max(pad_h, pad_w) else "edge")
-
-
-# Flips of NHWC batches by name (`keras_unet.data.augment.Augment.test_time_flips`).
-FLIP_AXES = {"horizontal": (2,), "vertical": (1,), "both": (1, 2)}
-# What flip test-time augmentation assumes of a model that records no training
-# settings: horizontal flips suit microscopy and street scenes alike.
-DEFAULT_FLIPS = ("horizontal",)
 
 
 def trained_flips(meta: dict) -> tuple[str, ...]:
