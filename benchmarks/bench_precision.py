@@ -7,9 +7,13 @@ float32 and in `mixed_bfloat16`, each case in its own process, the cases
 interleaved round after round, and the speed-up. Random inputs: the step
 time does not depend on the pixels. Accuracy is measured by the recipes'
 own benchmarks (`bench_accuracy.py`, `bench_camvid.py`, with
-`--set mixed_precision=...`).
+`--set mixed_precision=...`). `--backbones` times the recipes that have an
+encoder (`street-cpu`) with other encoders in its place too, so the step
+time of a candidate encoder is measured beside the recipe's.
 
     python benchmarks/bench_precision.py [--rounds 3] [--steps 10]
+    python benchmarks/bench_precision.py --recipes street-cpu \
+        --backbones mobilenet_v2 efficientnet_b0
 """
 
 import json
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_cases, median, save, step_case_arguments, table  # noqa: E402
+from common import interleaved_cases, median, save, step_case_parser, table  # noqa: E402
 
 RECIPES = ("nuclei-cpu", "street-cpu")
 POLICIES = ("float32", "mixed_bfloat16")
@@ -28,8 +32,9 @@ POLICIES = ("float32", "mixed_bfloat16")
 OUTPUTS = {"nuclei-cpu": 3, "street-cpu": 11}
 
 
-def case(recipe_name: str, policy: str, warmup: int, steps: int) -> float:
-    """Median seconds of one training step, in this process."""
+def case(recipe_name: str, policy: str, backbone: str, warmup: int, steps: int) -> float:
+    """Median seconds of one training step, in this process (`backbone`:
+    an encoder in place of the recipe's, or `-` for the recipe's model)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
@@ -39,8 +44,9 @@ def case(recipe_name: str, policy: str, warmup: int, steps: int) -> float:
 
     config = recipe(recipe_name)
     keras.mixed_precision.set_global_policy(policy)
+    settings = {**config["model"], **({"backbone": backbone} if backbone != "-" else {})}
     model = build_unet((None, None, config.get("channels", 3)), OUTPUTS[recipe_name],
-                       **config["model"])
+                       **settings)
     model.compile(keras.optimizers.Adam(1e-3), get_loss(config.get("loss", "dice_ce")),
                   jit_compile=False)
     rng = np.random.default_rng(0)
@@ -58,22 +64,35 @@ def case(recipe_name: str, policy: str, warmup: int, steps: int) -> float:
 
 
 def main():
-    args = step_case_arguments(__doc__)
+    parser = step_case_parser(__doc__)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--backbones", nargs="+", metavar="NAME",
+                        help="encoders to time in place of an encoder recipe's own")
+    args = parser.parse_args()
     if args.case:
-        print(json.dumps(case(*args.case, args.warmup, args.steps)))
+        recipe_name, policy, backbone = args.case
+        print(json.dumps(case(recipe_name, policy, backbone, args.warmup, args.steps)))
         return
 
-    seconds = interleaved_cases(__file__, [(r, p) for r in RECIPES for p in POLICIES], args)
+    from keras_unet.training.recipes import recipe
+
+    models = [(r, b) for r in args.recipes
+              for b in (args.backbones if args.backbones and recipe(r)["model"].get("backbone")
+                        else ["-"])]
+    seconds = interleaved_cases(__file__, [(r, p, b) for r, b in models for p in POLICIES],
+                                args)
     rows = []
-    for recipe_name in RECIPES:
-        base = median(seconds[recipe_name, "float32"])
+    for recipe_name, backbone in models:
+        base = median(seconds[recipe_name, "float32", backbone])
         for policy in POLICIES:
-            values = seconds[recipe_name, policy]
-            rows.append({"recipe": recipe_name, "policy": policy,
+            values = seconds[recipe_name, policy, backbone]
+            rows.append({"recipe": recipe_name,
+                         "backbone": recipe(recipe_name)["model"].get("backbone", "none")
+                         if backbone == "-" else backbone, "policy": policy,
                          "ms/step": round(median(values) * 1e3, 1),
                          "rounds": ", ".join(f"{v * 1e3:.0f}" for v in values),
                          "speed-up": round(base / median(values), 2)})
-    print(table(rows, ["recipe", "policy", "ms/step", "rounds", "speed-up"]))
+    print(table(rows, ["recipe", "backbone", "policy", "ms/step", "rounds", "speed-up"]))
     print(save("precision", {"rounds": args.rounds, "steps": args.steps, "rows": rows}))
 
 

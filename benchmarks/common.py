@@ -83,25 +83,30 @@ def recipe_with(recipes: dict, name: str, settings: list[str]) -> dict:
     return recipe
 
 
-def step_case_arguments(doc: str) -> argparse.Namespace:
+def step_case_parser(doc: str) -> argparse.ArgumentParser:
     """The options of a benchmark that times training steps, one case per process:
-    `--rounds`, `--steps`, `--warmup`, and the hidden `--case A B` of a child."""
+    `--rounds`, `--steps`, `--warmup`, and the hidden `--case A B ...` of a child."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    return parser
 
 
-def interleaved_cases(script: str, cases: list[tuple[str, str]], args: argparse.Namespace,
+def step_case_arguments(doc: str) -> argparse.Namespace:
+    """The parsed options of `step_case_parser`."""
+    return step_case_parser(doc).parse_args()
+
+
+def interleaved_cases(script: str, cases: list[tuple[str, ...]], args: argparse.Namespace,
                       env=None) -> dict:
-    """Runs each case of `script` in its own process (`--case A B`), the
+    """Runs each case of `script` in its own process (`--case A B ...`), the
     cases interleaved round after round (reversed every other round).
 
     Args:
         script: The benchmark file, whose `--case` prints the seconds as JSON.
-        cases: `(A, B)` pairs.
+        cases: Tuples of the case's `--case` values.
         args: From `step_case_arguments`.
         env: `env(case) -> extra environment variables`, or `None`.
 
