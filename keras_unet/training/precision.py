@@ -21,8 +21,8 @@ fg Dice 0.915 and 0.912 against 0.911 and 0.915, image Dice 0.896 and 0.891
 against 0.894 and 0.896), so `auto` uses it there. Encoders from Keras
 Applications stay float32: MobileNetV2 trained slower in bfloat16 (0.76x:
 depthwise convolutions, the `street-cpu` recipe), and so did EfficientNet-B0
-(0.80x); the others were not measured. On a CPU without bfloat16 instructions it is emulated, and a run
-asking for it says so.
+(0.80x); the others were not measured. On a CPU without bfloat16
+instructions it is emulated, and a run asking for it says so.
 
 The weights stay float32 in every policy and the output head computes in
 float32, so a mixed model saves, resumes and exports like a float32 one
