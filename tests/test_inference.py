@@ -99,6 +99,10 @@ def test_the_training_flips_come_from_what_the_model_records():
     # flips and quarter turns: a vertical flip is a horizontal one turned 180
     assert trained_flips({"augment": {"vertical_flip": False}}) == every
     assert trained_flips({"training": {"augment": STREET_AUGMENTATION}}) == ("horizontal",)
+    # Settings of another version, or a broken record, do not stop a model loading.
+    assert trained_flips({"augment": {**STREET_AUGMENTATION, "future_option": 1}}) == (
+        "horizontal",)
+    assert trained_flips({"augment": ["not", "settings"]}) == DEFAULT_FLIPS
     assert trained_flips({"test_time_flips": ["horizontal"], "augment": {}}) == (
         "horizontal",)  # an export's sidecar says it outright
     assert load_predictor("nuclei_dsb2018").flips == every  # its card's training
@@ -140,6 +144,8 @@ def test_predict_command_writes_masks_and_skips_bad_images(small_fcn, tmp_path, 
     assert mask.mode == "P" and mask.size == (50, 40)
     assert np.load(tmp_path / "out/probabilities/b.npy").shape == (40, 50, 3)
     assert (tmp_path / "out/overlays/a.png").is_file()
+    # No background class, no objects: nothing to say per image, so no CSV.
+    assert not (tmp_path / "out/predictions.csv").exists()
 
 
 @pytest.fixture

@@ -459,11 +459,15 @@ def trained_flips(meta: dict) -> tuple[str, ...]:
     if "test_time_flips" in meta:
         return tuple(meta["test_time_flips"])
     augment = meta.get("augment", meta.get("training", {}).get("augment"))
-    if augment is None:
+    if not isinstance(augment, dict):
         return DEFAULT_FLIPS
     from keras_unet.data.augment import Augment
 
-    return Augment(**augment).test_time_flips
+    # Only the geometry: settings of another version (or hand-edited ones)
+    # must not keep a model from loading.
+    geometry = {key: augment[key] for key in ("flip", "vertical_flip", "rotate90")
+                if key in augment}
+    return Augment(**geometry).test_time_flips
 
 
 def _predict_batch(predictor: Predictor, batch: np.ndarray, tta: bool) -> np.ndarray:
@@ -711,9 +715,9 @@ def predict_files(
     background; see `keras_unet.data.instances.label_instances`); with
     `probabilities`, `probabilities/<name>.npy` (float16 `(H, W, K)`); with
     `labelme`, `<name>.json`, a LabelMe file of the prediction (see
-    `keras_unet.inference.preannotate`); and `predictions.csv`, a line per
-    image: its object count (instance models) and, for models with a
-    background class, its `uncertain_share`
+    `keras_unet.inference.preannotate`); and, for instance models and
+    models with a background class, `predictions.csv`, a line per image:
+    its object count (instance models) and its `uncertain_share`
     (`keras_unet.inference.confidence`); the images above `UNSURE_SHARE` are
     listed in the summary.
 
@@ -797,7 +801,7 @@ def predict_files(
             else:
                 summary.labelme_written += 1
         summary.written += 1
-    if rows:
+    if any(len(row) > 1 for row in rows):  # a street model has nothing to add
         files.write_csv(output_dir / "predictions.csv", rows)
     summary.unsure.sort(key=lambda item: -item[1])
     return summary

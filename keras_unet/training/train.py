@@ -342,12 +342,12 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     log.info("compute precision: %s", policy)
     multiple = size_multiple(config.model.get("depth", 4), config.model.get("backbone"))
     weights = None
-    if CLASS_WEIGHTINGS[config.class_weighting] is not None:
+    power = CLASS_WEIGHTINGS[config.class_weighting]
+    if power is not None:
         classes = len(names) + (config.target == "instances")
         counts = target_pixel_counts(train_set, len(names), config.target,
                                      config.boundary_width)
-        weights = class_weights_from_counts(counts, classes,
-                                            CLASS_WEIGHTINGS[config.class_weighting])
+        weights = class_weights_from_counts(counts, classes, power)
         log.info("class weights: %s", np.round(weights, 3).tolist())
     records = None
     if config.tfrecord_shards:
