@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from keras_unet.data.instances import SEED_THRESHOLD
 from keras_unet.export import (
     DEFAULT_AGREEMENT,
     ExportError,
@@ -283,6 +284,7 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     labels = (tmp_path / "export" / "labels.txt").read_text().splitlines()
     assert labels == meta["output"]["labels"]
     assert meta["postprocessing"]["min_size"] > 0 and meta["input"]["size_multiple"] == 4
+    assert meta["postprocessing"]["seed_threshold"] == SEED_THRESHOLD  # what predict uses
     keras_model = load_predictor(tmp_path / "run" / "checkpoints" / "best.keras")
     tflite_model = load_predictor(tmp_path / "export" / "model_float32.tflite")
     assert keras_model.target == tflite_model.target == "instances"

@@ -93,6 +93,30 @@ def test_touching_objects_come_out_separated_and_whole():
     np.testing.assert_array_equal(classes, [0, 1, 1])
 
 
+def test_an_unsure_neck_of_interior_does_not_join_two_seeds():
+    """Two confident interiors joined by a neck the model calls interior at
+    0.55 (the argmax, but below the seed threshold): two objects, not one."""
+    target = np.zeros((20, 40), np.uint8)
+    target[4:16, 4:16] = target[4:16, 24:36] = 1
+    target[9:11, 16:24] = 1  # the neck
+    probs = probabilities_of(target)
+    probs[9:11, 16:24] = [0.25, 0.55, 0.2]
+    assert label_instances(probs, "instances", seed_threshold=0.5)[0].max() == 1
+    found, _ = label_instances(probs, "instances")
+    assert found.max() == 2
+    assert (found > 0).sum() == (target > 0).sum()  # the neck is shared out, not lost
+
+
+def test_the_seed_threshold_counts_the_object_classes_together():
+    """A pixel torn between two object classes is still a sure interior."""
+    probs = np.zeros((12, 12, 4), np.float32)
+    probs[...] = [0.94, 0.02, 0.02, 0.02]
+    probs[3:9, 3:9] = [0.1, 0.4, 0.45, 0.05]  # 0.85 interior, mostly class 2
+    found, classes = label_instances(probs, "instances")
+    assert found.max() == 1 and (found > 0).sum() == 36
+    np.testing.assert_array_equal(classes, [0, 2])
+
+
 def test_a_semantic_model_merges_touching_objects_into_one():
     ids = touching_discs()
     probs = np.where((ids > 0)[..., None], 0.9, 0.1).astype(np.float32)

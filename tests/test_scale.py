@@ -4,7 +4,7 @@ object size, and masks mapped back.
 The geometry is checked on synthetic discs with a model whose output is
 the image itself; the robustness is checked with the bundled nucleus model
 on real sample images shown at half and double their size and at a quarter
-of their brightness, against its own prediction at 1x.
+of their brightness, against its own prediction at 1x and the annotation.
 """
 
 import json
@@ -15,8 +15,9 @@ import pytest
 from conftest import REPO
 
 from keras_unet.data.instances import dataset_object_size, label_instances
+from keras_unet.data.labelme import rasterize, read_annotation
 from keras_unet.data.readers import read_image
-from keras_unet.evaluation.scores import overlaps
+from keras_unet.evaluation.scores import object_scores, overlaps
 from keras_unet.inference.predict import InferenceError, Predictor, load_predictor, predict_image
 from keras_unet.inference.scale import (
     MAX_FACTOR,
@@ -241,10 +242,28 @@ def objects(predictor, image, **options) -> np.ndarray:
     return label_instances(predict_image(predictor, image, **options), predictor.target)[0]
 
 
+def annotated_objects(name: str) -> np.ndarray:
+    """The sample image's annotated nuclei (its LabelMe file), as object ids."""
+    annotation = read_annotation(REPO / "datasets" / "nuclei" / f"{name}.json")
+    _, instances = rasterize(annotation.shapes, annotation.height, annotation.width,
+                             {"nucleus": 1, "__ignore__": 255})
+    return instances
+
+
+def found(truth: np.ndarray, ids: np.ndarray) -> int:
+    """True objects found: matched at IoU 0.5 (the DSB2018 score's TP)."""
+    return object_scores(truth, ids).tp
+
+
 @pytest.mark.parametrize("name", SAMPLE_IMAGES)
 def test_the_bundled_model_finds_the_same_nuclei_at_half_double_and_dim(bundled, name):
+    """At 0.5x, 2x and 1/4 brightness, mapped back: the nuclei that match the
+    1x prediction's agree with them (IoU >= 0.8), and at least 3/4 as many
+    annotated nuclei are found as at 1x (agreement alone would reward a 1x
+    prediction that merges nuclei as much as the others do)."""
     image = read_image(REPO / "datasets" / "nuclei" / f"{name}.png", 3)
     height, width = image.shape[:2]
+    truth = annotated_objects(name)
     reference = objects(bundled, image, object_size="auto")
     double = objects(bundled, resize(image, 2 * height, 2 * width), object_size="auto")
     half = objects(bundled, resize(image, height // 2, width // 2), object_size="auto")
@@ -252,18 +271,26 @@ def test_the_bundled_model_finds_the_same_nuclei_at_half_double_and_dim(bundled,
     mapped = {"2x": double[::2, ::2],
               "0.5x": np.kron(half, np.ones((2, 2), half.dtype))[:height, :width],
               "1/4 brightness": dim}
+    at_1x = found(truth, reference)
+    assert at_1x >= 0.5 * truth.max()  # the reference itself is sound
     for view, ids in mapped.items():
         matched, iou = agreement(reference, ids)
-        assert matched >= 0.8 and iou >= 0.8, (
-            f"{name} at {view}: {matched:.2f} matched, IoU {iou:.2f}")
+        assert matched >= 0.6 and iou >= 0.8, (
+            f"{name} at {view}: {matched:.2f} of the 1x objects matched, IoU {iou:.2f}")
+        assert found(truth, ids) >= 0.75 * at_1x, (
+            f"{name} at {view}: {found(truth, ids)} annotated nuclei found, {at_1x} at 1x")
 
 
 def test_without_rescaling_small_nuclei_at_half_size_are_lost(bundled):
     """The check above can fail: at half size, this image's nuclei (8 px)
     are mostly missed unless the image is brought back to the training size."""
-    image = read_image(REPO / "datasets" / "nuclei" / f"{SAMPLE_IMAGES[1]}.png", 3)
+    name = SAMPLE_IMAGES[1]
+    image = read_image(REPO / "datasets" / "nuclei" / f"{name}.png", 3)
     height, width = image.shape[:2]
+    truth = annotated_objects(name)
     reference = objects(bundled, image)
     half = objects(bundled, resize(image, height // 2, width // 2))
-    matched, _ = agreement(reference, np.kron(half, np.ones((2, 2), half.dtype))[:height, :width])
+    mapped = np.kron(half, np.ones((2, 2), half.dtype))[:height, :width]
+    matched, _ = agreement(reference, mapped)
     assert matched < 0.6
+    assert found(truth, mapped) < 0.75 * found(truth, reference)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet.data.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE
+from keras_unet.data.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE, SEED_THRESHOLD
 from keras_unet.data.labels import BACKGROUND_LABEL
 from keras_unet.models.model_metadata import (
     LABELS_FILE,
@@ -153,11 +153,14 @@ def sidecar(
         meta["output"]["boundary_channel"] = outputs - 1
         meta["postprocessing"] = {
             "description": (
-                "objects: connected interior pixels (argmax = a class, 4-connected) of at "
-                "least min_seed pixels are seeds; a watershed on the distance to the seeds "
-                "grows them over the foreground (argmax != 0); objects under min_size pixels are "
-                "dropped (keras_unet.data.instances.label_instances)"),
+                "objects: connected foreground pixels whose object classes' probabilities "
+                "(all channels but the background and the boundary) sum to more than "
+                "seed_threshold (4-connected) of at least min_seed pixels are seeds; a "
+                "watershed on the distance to the seeds grows them over the foreground "
+                "(argmax != 0); objects under min_size pixels are dropped "
+                "(keras_unet.data.instances.label_instances)"),
             "min_seed": MIN_SEED_SIZE,
+            "seed_threshold": SEED_THRESHOLD,
             "min_size": MIN_OBJECT_SIZE,
         }
     return meta
