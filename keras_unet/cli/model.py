@@ -17,9 +17,9 @@ from keras_unet.cli.types import (
 
 # `--object-size` not given: rescale where the model records its training
 # object size. Measured with the bundled model on the DSB2018 validation
-# images (image Dice / mean AP): auto 0.900 / 0.515 against off 0.897 / 0.510
-# at their own size, 0.832 / 0.449 against 0.695 / 0.322 at half size and
-# 0.894 / 0.503 against 0.869 / 0.441 at double size.
+# images (image Dice / mean AP): auto 0.900 / 0.528 against off 0.897 / 0.522
+# at their own size, 0.834 / 0.441 against 0.746 / 0.357 at half size and
+# 0.892 / 0.498 against 0.871 / 0.420 at double size.
 RECORDED = object()
 
 

@@ -26,10 +26,11 @@ MIN_OBJECT_SIZE = 10
 MIN_SEED_SIZE = 4
 # Seeds are the pixels whose interior probability is above this. Measured
 # with the bundled model (`--object-size auto`) on the 54 DSB2018 training
-# images it was not trained on: mean AP 0.440 with the argmax interior,
-# 0.441 / 0.444 / 0.445 / 0.443 at 0.5 / 0.6 / 0.7 / 0.8; on the 113
-# validation images 0.515 -> 0.527 at 0.7 (another instance model: 0.507 ->
-# 0.513). A surer interior splits fewer nuclei into several seeds.
+# images it was not trained on: mean AP 0.443 with the argmax interior,
+# 0.443 / 0.446 / 0.447 / 0.445 at 0.5 / 0.6 / 0.7 / 0.8, and 0.7 is best
+# at 0.5x and 2x too; on the 113 validation images 0.515 -> 0.528 (another
+# instance model: 0.507 -> 0.513). An unsure neck of interior no longer
+# joins two nuclei (`benchmarks/bench_postprocess.py`).
 SEED_THRESHOLD = 0.7
 # Boundary width of the training target, in pixels: 2 separated touching
 # nuclei better than 1 on DSB2018 (+0.017 mean AP, see docs/benchmarks/accuracy.md).
