@@ -37,6 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import quiet_tensorflow, save, table  # noqa: E402
 
+from keras_unet.cli.types import positive_float  # noqa: E402
+from keras_unet.errors import KerasUnetError  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 THRESHOLDS = ["argmax", 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -55,7 +58,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nuclei_dsb2018",
                         help="an instance model: a .keras/.tflite file or a bundled name")
-    parser.add_argument("--scales", nargs="+", type=float, default=[1.0],
+    parser.add_argument("--scales", nargs="+", type=positive_float, default=[1.0],
                         help="show the images at these sizes too (1 = as they are)")
     parser.add_argument("--data", default=str(SOURCE))
     args = parser.parse_args()
@@ -71,7 +74,10 @@ def main():
     from keras_unet.inference.predict import load_predictor, predict_image
     from keras_unet.inference.scale import resize
 
-    predictor = load_predictor(args.model)
+    try:
+        predictor = load_predictor(args.model)
+    except KerasUnetError as err:
+        sys.exit(f"error: {err}")
     if predictor.target != "instances":
         sys.exit(f"{args.model}: not an instance model (target {predictor.target!r})")
     size = "auto" if predictor.object_size else None

@@ -109,11 +109,13 @@ def label_instances(
     pixels whose interior probability (the object classes' together) is
     above `seed_threshold` (4-connectivity, at least `min_seed` pixels) are
     the seeds; a watershed on the distance to the seeds grows them over the
-    foreground (interior and boundary pixels): each pixel joins the nearest seed it is connected
-    to, so touching objects meet along the boundary they share. Foreground
-    regions that hold no seed (objects too small for an interior) stay
-    objects of their own. Objects smaller than `min_size` pixels are
-    dropped.
+    foreground (interior and boundary pixels): each pixel joins the nearest
+    seed it is connected to, so touching objects meet along the boundary
+    they share. Foreground regions that hold no seed (objects too small
+    for an interior) stay objects of their own. Objects smaller than
+    `min_size` pixels are dropped. The interior probability needs
+    probabilities: a model built with `output_activation=None` (logits)
+    must have them applied first.
 
     Args:
         probabilities: `(H, W, K)` outputs of one image (see
