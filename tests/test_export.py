@@ -81,6 +81,49 @@ def test_a_mixed_precision_model_exports_and_predicts_in_float32(model, held_out
         assert (masks == expected).mean() >= 0.999, path.name
 
 
+def test_a_logits_model_predicts_and_exports_probabilities(model, held_out, tmp_path):
+    """A model built with `output_activation=None`, with the trained sigmoid
+    model's weights: its raw outputs are the logits of that model, so
+    `predict` and every export must return the sigmoid model's
+    probabilities, the export as `(1 - p, p)`."""
+    from keras_unet import build_unet
+
+    names, verification, _ = held_out
+    logits = build_unet((None, None, 3), 1, filters=8, depth=3, normalization="batch",
+                        output_activation=None)
+    logits.set_weights(model.get_weights())
+    logits.save(tmp_path / "logits.keras")
+    expected = np.asarray(model.predict(verification, verbose=0))
+    raw = np.asarray(logits.predict(verification, verbose=0))
+    assert raw.min() < 0 or raw.max() > 1  # logits, not probabilities
+    predicted = load_predictor(tmp_path / "logits.keras", labels=names)(verification)
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+
+    report = export_tflite(logits, tmp_path / "m.tflite", names=names,
+                           verification_images=verification, input_size=(128, 128),
+                           latency_runs=0)
+    assert report.agreement.mask_agreement >= DEFAULT_AGREEMENT["float32"]
+    assert json.loads((tmp_path / "m.json").read_text())["output"]["kind"] == "softmax"
+    exported = load_predictor(tmp_path / "m.tflite")(verification)
+    np.testing.assert_allclose(exported, np.concatenate([1 - expected, expected], -1),
+                               atol=1e-4)
+
+
+def test_the_output_kind_of_a_model_not_built_by_build_unet():
+    from keras_unet.models.metadata import output_kind
+
+    inputs = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    softmax_conv = keras.layers.Conv2D(3, 1, activation="softmax")(features)
+    softmax_layer = keras.layers.Softmax()(keras.layers.Conv2D(3, 1)(features))
+    assert output_kind(keras.Model(inputs, softmax_conv)) == "softmax"
+    assert output_kind(keras.Model(inputs, softmax_layer)) == "softmax"
+    assert output_kind(keras.Model(inputs, keras.layers.Conv2D(3, 1)(features))) == "logits"
+    assert output_kind(keras.Sequential([keras.Input((8, 8, 3)),
+                                         keras.layers.Conv2D(1, 1, activation="sigmoid")])
+                       ) == "sigmoid"
+
+
 @pytest.mark.parametrize("io_type, zero_point", [("uint8", 0), ("int8", -128)])
 def test_an_integer_input_takes_the_8_bit_pixels_as_they_are(
         model, held_out, tmp_path, io_type, zero_point):

@@ -10,6 +10,7 @@ from keras_unet.inference.predict import (
     DEFAULT_FLIPS,
     InferenceError,
     Predictor,
+    as_probabilities,
     gaussian_weights,
     load_predictor,
     predict_image,
@@ -32,6 +33,20 @@ def small_fcn():
     """A fully convolutional U-Net with a small receptive field."""
     return build_unet((None, None, 3), 3, filters=4, depth=2, convs_per_block=1,
                       kernel_initializer="glorot_uniform")
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_logits_become_the_probabilities_keras_computes(channels):
+    import keras
+
+    logits = np.random.default_rng(0).normal(0, 40, (2, 5, 7, channels)).astype(np.float32)
+    expected = (keras.ops.sigmoid(logits) if channels == 1
+                else keras.ops.softmax(logits, axis=-1))
+    probabilities = as_probabilities(lambda batch: batch, "logits")(logits)
+    assert np.isfinite(probabilities).all()  # logits of +-100 do not overflow
+    np.testing.assert_allclose(probabilities, np.asarray(expected), atol=1e-6)
+    for kind in ("softmax", "sigmoid", None):
+        assert as_probabilities(lambda batch: batch, kind)(logits) is logits
 
 
 def test_tiles_cover_the_image_evenly():

@@ -107,6 +107,29 @@ def test_a_nan_run_never_replaces_the_good_model_of_a_finished_run(tiny_nuclei, 
     assert state["epochs_done"] == 2  # the 2-epoch run is intact; the continuation failed
 
 
+def test_a_logits_model_trains_as_the_same_model_with_its_activation(tiny_nuclei, tmp_path):
+    """`model.output_activation: null` (logits): the losses and metrics must
+    apply the sigmoid themselves. With the same seed the two runs start from
+    the same weights (the activation has none), so they must log the same
+    losses and scores and predict the same probabilities."""
+    from keras_unet.inference.predict import load_predictor
+
+    runs = {}
+    for name, activation in (("sigmoid", "auto"), ("logits", None)):
+        config = tiny_config(tiny_nuclei, tmp_path / name, epochs=2,
+                             model={**TINY_MODEL, "output_activation": activation})
+        train(config)
+        runs[name] = log_rows(tmp_path / name)
+    for key in ("loss", "dice", "val_loss", "val_dice"):
+        assert [float(r[key]) for r in runs["logits"]] == pytest.approx(
+            [float(r[key]) for r in runs["sigmoid"]], rel=1e-3, abs=1e-4), key
+    image = np.asarray(PIL.Image.open(sorted((tiny_nuclei / "images").glob("*.png"))[0])
+                       .convert("RGB"), np.float32)[None, :64, :64] / 255
+    probabilities = [load_predictor(tmp_path / name / "checkpoints/best.keras")(image)
+                     for name in runs]
+    np.testing.assert_allclose(*probabilities, atol=1e-3)
+
+
 def test_rerunning_a_finished_run_trains_nothing_and_more_epochs_continue_it(
         tiny_nuclei, tmp_path, capsys):
     run = tmp_path / "run"

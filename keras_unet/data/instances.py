@@ -114,8 +114,8 @@ def label_instances(
     they share. Foreground regions that hold no seed (objects too small
     for an interior) stay objects of their own. Objects smaller than
     `min_size` pixels are dropped. The interior probability needs
-    probabilities: a model built with `output_activation=None` (logits)
-    must have them applied first.
+    probabilities, as a `keras_unet.inference.predict.Predictor` returns
+    them (it applies a logits model's softmax).
 
     Args:
         probabilities: `(H, W, K)` outputs of one image (see

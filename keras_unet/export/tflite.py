@@ -82,7 +82,9 @@ def fixed_size_model(model, input_size: tuple[int, int] | None):
     outputs are `(1 - p, p)`, the probabilities of class 0 and class 1, so
     that category = argmax = class id in every runtime (the TFLite Task
     Library takes the argmax of a single channel, always 0) and apps read
-    all models alike. The mask is unchanged: `p > 0.5` is the argmax.
+    all models alike. The mask is unchanged: `p > 0.5` is the argmax. A
+    logits model (`output_activation=None`) gets its softmax (sigmoid for
+    one channel) in the graph, so every export returns probabilities.
 
     Args:
         model: A Keras model.
@@ -110,19 +112,21 @@ def fixed_size_model(model, input_size: tuple[int, int] | None):
             )
     inputs = keras.Input((height, width, channels), batch_size=1, name="image")
     outputs = float32_copy(model)(inputs)
-    if _binary_sigmoid(model):
+    one_channel = model.output_shape[-1] == 1
+    if output_kind(model) == "logits":  # as the training losses read them
+        outputs = (keras.ops.sigmoid(outputs) if one_channel
+                   else keras.ops.softmax(outputs, axis=-1))
+    if one_channel:
         outputs = keras.ops.concatenate([1.0 - outputs, outputs], axis=-1)
     return keras.Model(inputs, outputs, name=f"{model.name}_export")
 
 
 def exported_output_kind(model) -> str:
-    """What the outputs of `fixed_size_model(model)` are: a sigmoid head
-    becomes two probabilities that sum to 1, read like a softmax."""
-    return "softmax" if _binary_sigmoid(model) else output_kind(model)
-
-
-def _binary_sigmoid(model) -> bool:
-    return output_kind(model) == "sigmoid" and model.output_shape[-1] == 1
+    """What the outputs of `fixed_size_model(model)` are: probabilities that
+    sum to 1, read like a softmax (a sigmoid head becomes two, logits get
+    their activation), or a multi-label sigmoid model's own."""
+    sigmoid = output_kind(model) == "sigmoid" and model.output_shape[-1] > 1
+    return "sigmoid" if sigmoid else "softmax"
 
 
 def convert(

@@ -1,8 +1,10 @@
 """Running trained models on images: `.keras` or `.tflite`, whole or by tiles.
 
 Models take float32 images in [0, 1] (pixel / 255 for 8-bit images, / 65535
-for 16-bit), NHWC, and return per-class probabilities (or logits for models
-built with `output_activation=None`).
+for 16-bit), NHWC. A `Predictor` returns per-class probabilities: the
+outputs of a model built with `output_activation=None` (logits) get their
+softmax (a sigmoid for one channel) first, so masks, objects, confidence
+and test-time averaging read every model alike.
 
 Large images are cut into overlapping tiles (half a tile apart by default)
 and stitched with Gaussian weights (sigma = 1/8 of the tile, as nnU-Net
@@ -40,7 +42,7 @@ from keras_unet.inference.preannotate import pixel_confidence
 from keras_unet.inference.scale import predict_at_object_size
 from keras_unet.logs import native_output_silenced
 from keras_unet.models import pretrained
-from keras_unet.models.metadata import read_metadata
+from keras_unet.models.metadata import output_kind, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +174,14 @@ def load_predictor(
     if not path.is_file():
         raise InferenceError(f"{path}: model file not found")
     if path.suffix == ".keras":
-        import tensorflow as tf
-
         model = load_keras_model(path)
-        height, width, channels = model.input_shape[1:]
-        fixed = (height, width) if height and width else None
-        run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        predictor = Predictor(lambda x: np.asarray(run(x)), fixed, channels,
-                              model_multiple(model), str(path))
+        predictor = keras_predictor(model, str(path))
         outputs, meta = model.output_shape[-1], model_config(path)
     elif path.suffix == ".tflite":
         meta = _tflite_metadata(path)
         multiple = int(meta.get("input", {}).get("size_multiple", 1))
         predictor, outputs = _tflite_predictor(path, num_threads, multiple)
+        predictor.run = as_probabilities(predictor.run, meta.get("output", {}).get("kind"))
     else:
         raise InferenceError(f"{path}: expected a .keras or .tflite model")
     names, source = find_labels(path, labels, meta if path.suffix == ".tflite" else None)
@@ -203,6 +200,55 @@ def load_predictor(
                 f"{expected}): give the labels file the model was trained with (--labels)"
             )
     return predictor
+
+
+def keras_predictor(model, path: str = "memory", **fields) -> Predictor:
+    """A `Predictor` of a Keras model, traced once per image size.
+
+    Args:
+        model: A Keras model (`keras_unet.models.metadata.output_kind` says
+            whether its outputs are logits).
+        path: What to call it in messages.
+        **fields: Further `Predictor` fields (`target`, `names`, ...).
+
+    Returns:
+        A `Predictor` returning probabilities.
+    """
+    import tensorflow as tf
+
+    height, width, channels = model.input_shape[1:]
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    run = as_probabilities(lambda x: np.asarray(call(x)), output_kind(model))
+    return Predictor(run, (height, width) if height and width else None, channels,
+                     model_multiple(model), path, **fields)
+
+
+def as_probabilities(
+    run: Callable[[np.ndarray], np.ndarray], kind: str | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """`run`, returning probabilities where its model returns logits.
+
+    Args:
+        run: A model's batch function.
+        kind: Its output kind: `"logits"` (softmax over the channels, a
+            sigmoid for one channel, as the training losses apply them),
+            else `"softmax"`, `"sigmoid"` or `None` (unknown: taken as
+            probabilities).
+
+    Returns:
+        `run` itself, or `run` followed by the activation.
+    """
+    if kind != "logits":
+        return run
+
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        logits = np.asarray(run(batch), np.float32)
+        if logits.shape[-1] == 1:
+            return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # sigmoid, no overflow
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+
+    return probabilities
 
 
 def output_count(num_classes: int, target: str = "semantic") -> int:

@@ -191,11 +191,25 @@ def nested_layers(model):
 
 
 def output_kind(model) -> str:
-    """`"sigmoid"`, `"softmax"` or `"logits"`, from a keras-unet model's head."""
+    """What a model outputs: `"sigmoid"`, `"softmax"` or `"logits"`.
+
+    Read from a keras-unet model's head (`head_act`), else from the layer
+    that makes the model's output: a `Softmax` layer, or a layer whose
+    `activation` is softmax or sigmoid. Anything else counts as logits.
+
+    Args:
+        model: A Keras model with one output.
+
+    Returns:
+        The output kind.
+    """
     try:
-        activation = model.get_layer("head_act").get_config()["activation"]
+        layer = model.get_layer("head_act")
     except ValueError:  # not built by build_unet
-        return "logits"
+        layer = model.layers[-1]
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    activation = layer.get_config().get("activation")
     return activation if activation in ("sigmoid", "softmax") else "logits"
 
 

@@ -26,7 +26,7 @@ from keras_unet.data.pairs import Dataset
 from keras_unet.data.readers import read_image, read_instances
 from keras_unet.evaluation.evaluate import evaluate_prediction, summarize
 from keras_unet.evaluation.scores import ObjectScores, headline_scores
-from keras_unet.inference.predict import Predictor, model_multiple, predict_image
+from keras_unet.inference.predict import Predictor, keras_predictor, predict_image
 from keras_unet.training.runs import NAN_ADVICE, RunFolder, RunState
 
 
@@ -109,7 +109,7 @@ class Validation(keras.callbacks.Callback):
         n = len(self.names)
         matrix = np.zeros((n, n), np.int64)
         objects = ObjectScores() if self.objects else None
-        losses = []
+        losses, loss = [], probability_loss(model.loss)
         for image, truth, instances in self.examples:
             probs = predict_image(predictor, image)
             result = evaluate_prediction(probs, truth, n, target=self.target,
@@ -117,10 +117,10 @@ class Validation(keras.callbacks.Callback):
             matrix += result.confusion
             if objects is not None:
                 objects = objects.add(result.objects)
-            if model.loss is not None:
+            if loss is not None:
                 labels = truth if self.target != "instances" else boundary_target(
                     truth, instances, n, self.boundary_width)
-                losses.append(float(model.loss(labels[None], probs[None])))
+                losses.append(float(loss(labels[None], probs[None])))
         scores = summarize(matrix, self.names, objects)
         iou, dice = headline_scores(scores)
         scores["val_iou"], scores["val_dice"] = iou or 0.0, dice or 0.0
@@ -133,14 +133,25 @@ class Validation(keras.callbacks.Callback):
 
     def _predictor(self, model) -> Predictor:
         """A predictor of `model`, traced once (images of each size trace once)."""
-        import tensorflow as tf
-
         if id(model) not in self._predictors:
-            call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-            self._predictors[id(model)] = Predictor(
-                lambda x: np.asarray(call(x)), None, model.input_shape[-1],
-                model_multiple(model), "validation", self.target, self.names)
+            self._predictors[id(model)] = keras_predictor(
+                model, "validation", target=self.target, names=self.names)
         return self._predictors[id(model)]
+
+
+def probability_loss(loss):
+    """`loss` as it reads probabilities: the predictor applies a logits
+    model's activation, so a `from_logits` loss is rebuilt without it.
+
+    Args:
+        loss: A compiled Keras loss, or `None`.
+
+    Returns:
+        `loss`, a copy with `from_logits=False`, or `None`.
+    """
+    if not getattr(loss, "from_logits", False):
+        return loss
+    return type(loss).from_config({**loss.get_config(), "from_logits": False})
 
 
 class RunRecorder(keras.callbacks.Callback):

@@ -73,6 +73,7 @@ from keras_unet.inference.predict import (
     target_from_outputs,
 )
 from keras_unet.models import pretrained
+from keras_unet.models.metadata import output_kind
 from keras_unet.models.model import build_unet, size_multiple
 from keras_unet.training.callbacks import EpochLine, NanGuard, RunRecorder, Validation
 from keras_unet.training.config import RESUMABLE, ConfigError, TrainConfig, absolute_paths
@@ -403,12 +404,13 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
             lr = keras.optimizers.schedules.CosineDecay(peak_lr, total_epochs * steps,
                                                         alpha=0.01)
         foreground = [1] if outputs == 1 else list(range(1, outputs))
+        scored = dict(ignore_class=IGNORE_ID, from_logits=output_kind(model) == "logits")
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(lr),
-                loss=get_loss(config.loss, ignore_class=IGNORE_ID),
-                metrics=[IoU(outputs, class_ids=foreground, ignore_class=IGNORE_ID),
-                         Dice(outputs, class_ids=foreground, ignore_class=IGNORE_ID)],
+                loss=get_loss(config.loss, **scored),
+                metrics=[IoU(outputs, class_ids=foreground, **scored),
+                         Dice(outputs, class_ids=foreground, **scored)],
                 # Keras runs XLA only without op determinism.
                 jit_compile=_auto(config.jit_compile, gpu) and not config.deterministic,
             )
