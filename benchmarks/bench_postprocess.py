@@ -1,10 +1,15 @@
-"""Instance post-processing: how sure an interior must be to seed an object.
+"""Instance post-processing: how sure an interior must be to seed an object,
+and how small an object may be.
 
 An instance model's objects grow from seeds, its connected sure-interior
-pixels (`keras_unet.data.instances.label_instances`). This scores the
-DSB2018 object score (mean AP, F1 at IoU 0.5, split and merged nuclei) for
-several seed thresholds on the same predictions, one prediction per image
-(`--object-size auto`, the default of `predict` and `evaluate`):
+pixels, and objects under a minimum size are dropped
+(`keras_unet.data.instances.label_instances`). This scores the DSB2018
+object score (mean AP, F1 at IoU 0.5, split and merged nuclei) on the same
+predictions, one prediction per image (`--object-size auto`, the default of
+`predict` and `evaluate`), for several seed thresholds (at the default
+minimum size) and several minimum sizes (at the default threshold): 10
+pixels, or a circle of a fraction of the training objects' median diameter
+at the scale the image was predicted at (`min_object_size`):
 
 - "tune": the DSB2018 training images of the bundled sample
   (`datasets/nuclei`), which the bundled model was not trained on; the
@@ -43,6 +48,9 @@ from keras_unet.errors import KerasUnetError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 THRESHOLDS = ["argmax", 0.5, 0.6, 0.7, 0.8, 0.9]
+# Minimum object sizes besides the default: pixels (int), or fractions of the
+# training median diameter (the default is MIN_DIAMETER_FRACTION = 0.45).
+MIN_SIZES = [10, 0.25, 0.35, 0.55]
 
 
 def splits(source: Path) -> dict[str, list[str]]:
@@ -68,10 +76,16 @@ def main():
     quiet_tensorflow()
     from PIL import Image
 
-    from keras_unet.data.instances import label_instances
+    from keras_unet.data.instances import (
+        MIN_DIAMETER_FRACTION,
+        MIN_OBJECT_SIZE,
+        SEED_THRESHOLD,
+        label_instances,
+        min_object_size,
+    )
     from keras_unet.data.readers import read_image
     from keras_unet.evaluation.scores import ObjectScores, object_scores
-    from keras_unet.inference.predict import load_predictor, predict_image
+    from keras_unet.inference.predict import load_predictor, predict_scaled
     from keras_unet.inference.scale import resize
 
     try:
@@ -81,9 +95,20 @@ def main():
     if predictor.target != "instances":
         sys.exit(f"{args.model}: not an instance model (target {predictor.target!r})")
     size = "auto" if predictor.object_size else None
+    recorded = predictor.object_size
+
+    def min_size(rule, factor: float) -> int:
+        if rule == "default":  # the rule, at the prediction's factor
+            return predictor.min_object_size(factor)
+        return rule if isinstance(rule, int) else min_object_size(recorded, factor, rule)
+
+    default_label = (f"{MIN_DIAMETER_FRACTION} x median (default)" if recorded
+                     else f"{MIN_OBJECT_SIZE} px (default)")
+    variants = [(t, "default") for t in THRESHOLDS]
+    variants += [(SEED_THRESHOLD, m) for m in MIN_SIZES if recorded]
     rows, started = [], time.perf_counter()
     for (split, ids), scale in itertools.product(splits(source).items(), args.scales):
-        scores = {t: ObjectScores() for t in THRESHOLDS}
+        scores = {v: ObjectScores() for v in variants}
         for name in ids:
             image = read_image(source / "images" / f"{name}.png", predictor.channels)
             truth = np.asarray(Image.open(source / "labels" / f"{name}.png"))
@@ -92,23 +117,26 @@ def main():
                 image = resize(image, height, width)
                 truth = np.asarray(Image.fromarray(truth).resize((width, height),
                                                                  Image.NEAREST))
-            probabilities = predict_image(predictor, image, object_size=size)
+            probabilities, factor = predict_scaled(predictor, image, object_size=size)
             # The argmax rule is the threshold 0.5 on one-hot outputs: the same
             # classes and foreground, interior 1 where an object class wins.
             one_hot = np.eye(probabilities.shape[-1], dtype=np.float32)[probabilities.argmax(-1)]
-            for t in THRESHOLDS:
-                found, _ = (label_instances(one_hot, "instances", seed_threshold=0.5)
-                            if t == "argmax" else
-                            label_instances(probabilities, "instances", seed_threshold=t))
-                scores[t] = scores[t].add(object_scores(truth, found))
-        for t, s in scores.items():
+            for t, m in variants:
+                found, _ = label_instances(one_hot if t == "argmax" else probabilities,
+                                           "instances", min_size=min_size(m, factor),
+                                           seed_threshold=0.5 if t == "argmax" else t)
+                scores[t, m] = scores[t, m].add(object_scores(truth, found))
+        for (t, m), s in scores.items():
             rows.append({"split": split, "scale": scale, "images": s.images,
-                         "seed threshold": str(t), "mean AP": round(s.mean_ap, 4),
-                         "F1@0.5": round(s.f1, 4), "split nuclei": s.split,
-                         "merged": s.merged, "missed": s.missed})
+                         "seed threshold": str(t),
+                         "min size": default_label if m == "default" else
+                                     f"{m} px" if isinstance(m, int) else f"{m} x median",
+                         "mean AP": round(s.mean_ap, 4), "F1@0.5": round(s.f1, 4),
+                         "split nuclei": s.split, "merged": s.merged, "missed": s.missed})
     print(table(rows, list(rows[0])))
     print(f"{args.model}; object size {size or 'off'}; {time.perf_counter() - started:.0f} s")
-    print(save("postprocess", {"model": args.model, "object_size": size or "off", "rows": rows}))
+    print(save("postprocess", {"model": args.model, "object_size": size or "off",
+                               "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_unet.data.instances import SEED_THRESHOLD
+from keras_unet.data.instances import SEED_THRESHOLD, min_object_size
 from keras_unet.export import (
     DEFAULT_AGREEMENT,
     ExportError,
@@ -326,11 +326,17 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     assert meta["output"]["labels"] == ["_background_", "nucleus", "_boundary_"]
     labels = (tmp_path / "export" / "labels.txt").read_text().splitlines()
     assert labels == meta["output"]["labels"]
-    assert meta["postprocessing"]["min_size"] > 0 and meta["input"]["size_multiple"] == 4
+    assert meta["input"]["size_multiple"] == 4
     assert meta["postprocessing"]["seed_threshold"] == SEED_THRESHOLD  # what predict uses
     keras_model = load_predictor(tmp_path / "run" / "checkpoints" / "best.keras")
     tflite_model = load_predictor(tmp_path / "export" / "model_float32.tflite")
     assert keras_model.target == tflite_model.target == "instances"
+    # The smallest object follows the training objects, the same in both.
+    assert meta["postprocessing"]["min_size"] == min_object_size(meta["object_size"])
+    assert "median_diameter" in meta["postprocessing"]["min_size_rule"]
+    for factor in (1.0, 2.0):
+        assert (keras_model.min_object_size(factor) == tflite_model.min_object_size(factor)
+                == min_object_size(meta["object_size"], factor))
     image = sorted((nuclei_dataset / "images").glob("*.png"))[0]
     for name, predictor in (("keras", keras_model), ("tflite", tflite_model)):
         summary = predict_files(predictor, image, tmp_path / name, tile=(64, 64), min_size=1,

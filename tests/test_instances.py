@@ -8,10 +8,12 @@ import tensorflow as tf
 from conftest import squares
 
 from keras_unet.data.instances import (
+    MIN_OBJECT_SIZE,
     area_weighted_diameter,
     boundary_target,
     label_instances,
     median_object_diameter,
+    min_object_size,
     object_diameters,
     remove_small,
     semantic_classes,
@@ -171,3 +173,15 @@ def test_the_area_weighted_diameter_is_where_half_the_area_lies():
     # 3 + 3 + 4 (areas 9, 9, 16 of 34): the cumulative area passes 17 at the second 3.
     assert area_weighted_diameter(np.array([3.0, 4.0, 3.0])) == 3.0
     assert area_weighted_diameter(np.zeros(0)) is None
+
+
+def test_the_smallest_object_is_a_circle_of_a_fraction_of_the_training_median():
+    recorded = {"median_diameter": 17.22, "range": [8.52, 34.34]}
+    # 0.45 x 17.22 = 7.75 px across: 47 pixels; predicted at twice the size, 3.87
+    # px at the image's own scale: 12 pixels.
+    assert min_object_size(recorded) == 47
+    assert min_object_size(recorded, factor=2.0) == 12
+    assert min_object_size(recorded, factor=0.5) == 189
+    assert min_object_size(recorded, fraction=0.25) == round(math.pi / 4 * 4.305**2) == 15
+    assert min_object_size({"median_diameter": 1.0}, factor=4.0) == 1  # never 0
+    assert min_object_size(None, factor=2.0) == MIN_OBJECT_SIZE

@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from keras_unet.data.instances import dataset_object_size, label_instances
+from keras_unet.data.instances import MIN_OBJECT_SIZE, dataset_object_size, label_instances
 from keras_unet.data.labelme import rasterize, read_annotation
 from keras_unet.data.readers import read_image
 from keras_unet.evaluation.scores import object_scores, overlaps
-from keras_unet.inference.predict import InferenceError, Predictor, load_predictor, predict_image
+from keras_unet.inference.predict import (
+    InferenceError,
+    Predictor,
+    load_predictor,
+    predict_image,
+    predict_scaled,
+)
 from keras_unet.inference.scale import (
     MAX_FACTOR,
     MIN_FACTOR,
@@ -171,6 +177,50 @@ def test_predict_refuses_an_object_size_for_a_model_that_records_none():
     predictor = Predictor(lambda b: as_probabilities(b[0])[None], None, 1, 1, "m.keras")
     with pytest.raises(InferenceError, match="records no training object size"):
         predict_image(predictor, np.zeros((16, 16, 1), np.float32), object_size="auto")
+
+
+def discs_and_a_speck(size: int, diameters: list[float], speck: int) -> np.ndarray:
+    """`(size, size, 1)`: discs side by side, and a `speck` x `speck` square."""
+    image = np.zeros((size, size), bool)
+    for i, diameter in enumerate(diameters):
+        y, x = np.mgrid[:size, :size]
+        image |= (y - size / 4) ** 2 + (x - (i + 1) * size / 4) ** 2 <= (diameter / 2) ** 2
+    image[size * 3 // 4:size * 3 // 4 + speck, size // 2:size // 2 + speck] = True
+    return image.astype(np.float32)[..., None]
+
+
+def test_the_smallest_object_kept_follows_the_training_objects_and_the_scale():
+    """MODEL's objects have a median diameter of 20 px: an instance model keeps
+    objects from a circle of 0.45 x 20 = 9 px (64 pixels) at its own scale,
+    and from 16 pixels in an image it predicted at twice the size."""
+    def instance_model(batch):  # background, interior (the brightness), boundary
+        return np.stack([np.concatenate([1 - x, x, np.zeros_like(x)], -1) for x in batch])
+
+    names = ["_background_", "nucleus"]
+    predictor = Predictor(instance_model, None, 1, 1, "m.keras", "instances", names,
+                          object_size=MODEL)
+    assert predictor.min_object_size() == round(math.pi / 4 * 9**2) == 64
+    assert predictor.min_object_size(2.0) == round(math.pi / 4 * 4.5**2) == 16
+
+    def objects(image, **options):
+        probabilities, factor = predict_scaled(predictor, image, **options)
+        found, _ = label_instances(probabilities, "instances",
+                                   min_size=predictor.min_object_size(factor))
+        return int(found.max()), factor
+
+    # Discs of 20 and 12 px are nuclei; a 5x5 speck (25 pixels) is not.
+    assert objects(discs_and_a_speck(200, [20, 12], 5)) == (2, 1.0)
+    # The same at half size, predicted at the training size: the 6-px disc
+    # (28 pixels) is kept, as its 12-px self was; 64 pixels would drop it.
+    half = discs_and_a_speck(100, [10, 6], 2)
+    assert objects(half, object_size=10.0) == (2, 2.0)
+    probabilities, _ = predict_scaled(predictor, half, object_size=10.0)
+    assert label_instances(probabilities, "instances", min_size=64)[0].max() == 1
+    # Without a recorded size, or for a semantic model, the fixed default.
+    for other in (Predictor(instance_model, None, 1, 1, "m.keras", "instances", names),
+                  Predictor(instance_model, None, 1, 1, "m.keras", "semantic", names,
+                            object_size=MODEL)):
+        assert other.min_object_size() == other.min_object_size(2.0) == MIN_OBJECT_SIZE
 
 
 def test_the_dataset_object_size_pools_every_object():

@@ -87,7 +87,9 @@ def add_parsers(add) -> None:
                            help="tile overlap, a fraction of the tile (0..0.9)")
             p.add_argument("--min-size", type=non_negative_int, default=None,
                            help="instance models: smallest object kept, in pixels "
-                                "(default: 10)")
+                                "(default: 0.45 of the training objects' median "
+                                "diameter, as a circle, at the image's scale; 10 for "
+                                "a model that records no object size)")
             p.add_argument("--labelme", action="store_true",
                            help="also write LabelMe JSON beside each image, to correct in "
                                 "LabelMe (pre-annotation)")
@@ -168,7 +170,6 @@ def export(args) -> int:
 
 def predict(args) -> int:
     """Runs `predict`."""
-    from keras_unet.data.instances import MIN_OBJECT_SIZE
     from keras_unet.inference.predict import load_predictor, predict_files
 
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
@@ -186,7 +187,7 @@ def predict(args) -> int:
         predictor, args.input, args.output, tile=args.tile, overlap=args.overlap,
         tta=args.tta, probabilities=args.probabilities,
         object_size=chosen_object_size(getattr(args, "object_size", RECORDED), predictor),
-        min_size=MIN_OBJECT_SIZE if args.min_size is None else args.min_size,
+        min_size=args.min_size,
         labelme=labelme, progress=True,
     )
     for path, reason in result.errors:

@@ -24,6 +24,15 @@ from keras_unet.data.labels import IGNORE_ID
 # are dropped (measured on the DSB2018 training split, see docs/benchmarks/).
 MIN_OBJECT_SIZE = 10
 MIN_SEED_SIZE = 4
+# An instance model that records its training objects' size drops objects
+# under this fraction of their median diameter instead (`min_object_size`),
+# at the scale the image was predicted at. Measured with the bundled model
+# (`--object-size auto`, median 17.2 px: the fraction keeps objects of 7.7 px,
+# 47 pixels) on the 54 DSB2018 training images it was not trained on: mean
+# AP 0.447 with 10 pixels, 0.449 / 0.454 / 0.456 / 0.457 / 0.455 with 0.25 /
+# 0.35 / 0.4 / 0.45 / 0.5 of the median; at 0.5x 0.394 -> 0.393, at 2x 0.413
+# -> 0.430 (`benchmarks/bench_postprocess.py`).
+MIN_DIAMETER_FRACTION = 0.45
 # Seeds are the pixels whose interior probability is above this. Measured
 # with the bundled model (`--object-size auto`) on the 54 DSB2018 training
 # images it was not trained on: mean AP 0.443 with the argmax interior,
@@ -151,6 +160,33 @@ def label_instances(
         ids, _ = ndimage.label(foreground, structure=np.ones((3, 3)))
     ids = remove_small(ids, min_size)
     return ids, _object_classes(ids, classes)
+
+
+def min_object_size(
+    object_size: dict | None, factor: float = 1.0, fraction: float = MIN_DIAMETER_FRACTION
+) -> int:
+    """The smallest object an instance model's prediction keeps, in pixels.
+
+    Fragments of objects are small at the model's own scale, so the limit
+    follows the objects the model was trained on: a circle of `fraction`
+    of their median diameter, at the image's scale when the image was
+    predicted resized by `factor` (`keras_unet.inference.scale`: objects
+    there are `1 / factor` times the training size). Without a recorded
+    size, `MIN_OBJECT_SIZE`.
+
+    Args:
+        object_size: The model's `object_size` (`dataset_object_size`), or
+            `None`.
+        factor: The resize factor the image was predicted at.
+        fraction: Of the median diameter.
+
+    Returns:
+        The minimum object area in pixels, at least 1.
+    """
+    if not object_size:
+        return MIN_OBJECT_SIZE
+    diameter = fraction * object_size["median_diameter"] / factor
+    return max(1, round(np.pi / 4 * diameter**2))
 
 
 def remove_small(ids: np.ndarray, min_size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import PIL.ImageDraw
 from tqdm.auto import tqdm
 
 from keras_unet import files
-from keras_unet.data.instances import label_instances, semantic_classes
+from keras_unet.data.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
 from keras_unet.data.labels import IGNORE_ID
 from keras_unet.data.pairs import Dataset, check_dataset
 from keras_unet.data.readers import read_image, read_instances
@@ -32,7 +32,7 @@ from keras_unet.evaluation.scores import (
     per_class_scores,
 )
 from keras_unet.inference.confidence import uncertain_share
-from keras_unet.inference.predict import Predictor, check_object_size, predict_image
+from keras_unet.inference.predict import Predictor, check_object_size, predict_scaled
 
 
 @dataclass
@@ -59,6 +59,7 @@ def evaluate_prediction(
     *,
     target: str = "semantic",
     true_instances: np.ndarray | None = None,
+    min_size: int = MIN_OBJECT_SIZE,
 ) -> ImageEvaluation:
     """Scores the model outputs of one image against its truth.
 
@@ -68,6 +69,8 @@ def evaluate_prediction(
         num_classes: Classes of the label map.
         target: `"semantic"` or `"instances"` (what the model predicts).
         true_instances: `(H, W)` true object ids, to score objects too.
+        min_size: Smallest predicted object kept, in pixels
+            (`keras_unet.inference.predict.Predictor.min_object_size`).
 
     Returns:
         The `ImageEvaluation`.
@@ -75,7 +78,7 @@ def evaluate_prediction(
     classes = semantic_classes(probabilities, target)
     result = ImageEvaluation(confusion(truth, classes, num_classes), classes)
     if true_instances is not None:
-        ids, _ = label_instances(probabilities, target)
+        ids, _ = label_instances(probabilities, target, min_size=min_size)
         result.objects = object_scores(true_instances, ids, ignore=truth == IGNORE_ID)
         result.object_ids = ids
     return result
@@ -145,10 +148,11 @@ def evaluate_dataset(
         image = read_image(image_path, predictor.channels)
         truth = dataset.read_mask(index)
         instances = read_instances(dataset.instances[index]) if dataset.instances else None
-        probabilities = predict_image(predictor, image, tile=tile, tta=tta,
-                                      object_size=object_size)
+        probabilities, factor = predict_scaled(predictor, image, tile=tile, tta=tta,
+                                               object_size=object_size)
         result = evaluate_prediction(probabilities, truth, len(names),
-                                     target=predictor.target, true_instances=instances)
+                                     target=predictor.target, true_instances=instances,
+                                     min_size=predictor.min_object_size(factor))
         placed = image_groups(image, truth, instances=instances,
                               has_background=dataset.has_background)
         for scores_of in (everything, *(groups.setdefault(g, GroupScores(names))

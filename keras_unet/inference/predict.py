@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from keras_unet import files, register_keras_objects
-from keras_unet.data.instances import MIN_OBJECT_SIZE, label_instances, semantic_classes
+from keras_unet.data.instances import label_instances, min_object_size, semantic_classes
 from keras_unet.data.labels import BACKGROUND_LABEL, LabelMapError, read_labels
 from keras_unet.data.readers import IMAGE_SUFFIXES, ReadError, read_image, save_instances, save_mask
 from keras_unet.data.visualize import overlay
@@ -90,6 +90,13 @@ class Predictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
+
+    def min_object_size(self, factor: float = 1.0) -> int:
+        """The smallest object kept of a prediction made at resize `factor`
+        (`predict_scaled`): relative to the training objects for an instance
+        model that records them (`keras_unet.data.instances.min_object_size`),
+        else `MIN_OBJECT_SIZE` pixels."""
+        return min_object_size(self.object_size if self.target == "instances" else None, factor)
 
 
 def model_multiple(model) -> int:
@@ -619,7 +626,25 @@ def check_object_size(predictor: Predictor, object_size: float | str | None) -> 
                              "so --object-size cannot rescale for it")
 
 
-def predict_image(
+def predict_image(predictor: Predictor, image: np.ndarray, **options) -> np.ndarray:
+    """Predicts one image of any size: `predict_scaled`'s probabilities.
+
+    Args:
+        predictor: The model.
+        image: float32 `(H, W, C)` in [0, 1].
+        **options: `predict_scaled`'s keyword arguments.
+
+    Returns:
+        float32 `(H, W, K)` probabilities.
+
+    Raises:
+        InferenceError: If `object_size` is given for a model that records
+            no training object size.
+    """
+    return predict_scaled(predictor, image, **options)[0]
+
+
+def predict_scaled(
     predictor: Predictor,
     image: np.ndarray,
     *,
@@ -629,8 +654,8 @@ def predict_image(
     tta: bool = False,
     progress: bool = False,
     object_size: float | str | None = None,
-) -> np.ndarray:
-    """Predicts one image of any size.
+) -> tuple[np.ndarray, float]:
+    """Predicts one image of any size, and says at what scale.
 
     A model with a fixed input size (or any model when `tile` is given) runs
     by tiles; a model that takes any size runs on the whole image, padded to
@@ -652,7 +677,9 @@ def predict_image(
             at the image's own scale.
 
     Returns:
-        float32 `(H, W, K)` probabilities.
+        `(probabilities, factor)`: float32 `(H, W, K)` probabilities at the
+        image's size, and the factor the image was resized by to predict
+        it (1.0 without `object_size`; see `Predictor.min_object_size`).
 
     Raises:
         InferenceError: If `object_size` is given for a model that records
@@ -660,19 +687,18 @@ def predict_image(
     """
     if object_size is not None:
         check_object_size(predictor, object_size)
-        probabilities, _ = predict_at_object_size(
+        return predict_at_object_size(
             lambda scaled: predict_image(predictor, scaled, tile=tile, overlap=overlap,
                                          batch_size=batch_size, tta=tta, progress=progress),
             image, predictor.object_size, object_size, predictor.target)
-        return probabilities
     tile = tile or predictor.input_size
     if tile is not None:
         return predict_tiled(predictor, image, tile, overlap=overlap,
-                             batch_size=batch_size, tta=tta, progress=progress)
+                             batch_size=batch_size, tta=tta, progress=progress), 1.0
     height, width = image.shape[:2]
     m = predictor.multiple
     padded = pad_image(image, -(-height // m) * m, -(-width // m) * m)
-    return _predict_batch(predictor, padded[None], tta)[0, :height, :width]
+    return _predict_batch(predictor, padded[None], tta)[0, :height, :width], 1.0
 
 
 def list_images(source: str | os.PathLike) -> list[Path]:
@@ -748,7 +774,7 @@ def predict_files(
     overlap: float = DEFAULT_OVERLAP,
     tta: bool = False,
     probabilities: bool = False,
-    min_size: int = MIN_OBJECT_SIZE,
+    min_size: int | None = None,
     labelme=None,
     progress: bool = False,
     object_size: float | str | None = None,
@@ -775,7 +801,9 @@ def predict_files(
         overlap: Tile overlap.
         tta: Flip test-time augmentation.
         probabilities: Also save the probability maps.
-        min_size: Instance models: smallest object kept, in pixels.
+        min_size: Instance models: smallest object kept, in pixels
+            (default: `Predictor.min_object_size`, relative to the training
+            objects where the model records them).
         labelme: A `keras_unet.inference.preannotate.LabelMeOutput` to write LabelMe
             files too, or `None`.
         progress: Show progress bars (images, and tiles of large images).
@@ -810,12 +838,14 @@ def predict_files(
         except ReadError as err:
             summary.errors.append((str(path), str(err).split(": ", 1)[-1]))
             continue
-        probs = predict_image(predictor, image, tile=tile, overlap=overlap, tta=tta,
-                              progress=progress, object_size=object_size)
+        probs, factor = predict_scaled(predictor, image, tile=tile, overlap=overlap, tta=tta,
+                                       progress=progress, object_size=object_size)
         stem = _stem(path, root)
         objects = None
         if predictor.target == "instances":
-            objects, object_classes = label_instances(probs, "instances", min_size=min_size)
+            objects, object_classes = label_instances(
+                probs, "instances",
+                min_size=predictor.min_object_size(factor) if min_size is None else min_size)
             mask = object_classes[objects].astype(np.uint8)
             save_instances(output_dir / "instances" / f"{stem}.png", objects)
         else:

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_unet.data.instances import BOUNDARY_LABEL, MIN_OBJECT_SIZE, MIN_SEED_SIZE, SEED_THRESHOLD
+from keras_unet.data.instances import (
+    BOUNDARY_LABEL,
+    MIN_DIAMETER_FRACTION,
+    MIN_SEED_SIZE,
+    SEED_THRESHOLD,
+    min_object_size,
+)
 from keras_unet.data.labels import BACKGROUND_LABEL
 from keras_unet.models.model_metadata import (
     LABELS_FILE,
@@ -161,8 +167,14 @@ def sidecar(
                 "(keras_unet.data.instances.label_instances)"),
             "min_seed": MIN_SEED_SIZE,
             "seed_threshold": SEED_THRESHOLD,
-            "min_size": MIN_OBJECT_SIZE,
+            "min_size": min_object_size(meta.get("object_size")),
         }
+        if meta.get("object_size"):
+            meta["postprocessing"]["min_size_rule"] = (
+                f"round(pi / 4 * ({MIN_DIAMETER_FRACTION} * object_size.median_diameter / "
+                "factor) ** 2) pixels: a circle of that fraction of the training objects' "
+                "median diameter, where factor is the resize of object_size.rescale "
+                "(1 for an image predicted at its own size)")
     return meta
 
 

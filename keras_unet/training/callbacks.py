@@ -75,12 +75,16 @@ class Validation(keras.callbacks.Callback):
         target: `"semantic"` or `"instances"`.
         objects: Also score objects (needs instance masks).
         boundary_width: Boundary width of the instance target (for the loss).
+        object_size: The training objects' size (the run's
+            `object_size.json`), which sets the smallest object an instance
+            model's prediction keeps, as `evaluate` does.
     """
 
     def __init__(self, dataset: Dataset, *, channels: int, target: str, objects: bool,
-                 boundary_width: int):
+                 boundary_width: int, object_size: dict | None = None):
         super().__init__()
         self.boundary_width = boundary_width
+        self.object_size = object_size
         self.names = dataset.names
         self.target = target
         self.objects = objects and bool(dataset.instances)
@@ -113,7 +117,8 @@ class Validation(keras.callbacks.Callback):
         for image, truth, instances in self.examples:
             probs = predict_image(predictor, image)
             result = evaluate_prediction(probs, truth, n, target=self.target,
-                                         true_instances=instances if self.objects else None)
+                                         true_instances=instances if self.objects else None,
+                                         min_size=predictor.min_object_size())
             matrix += result.confusion
             if objects is not None:
                 objects = objects.add(result.objects)
@@ -135,7 +140,8 @@ class Validation(keras.callbacks.Callback):
         """A predictor of `model`, traced once (images of each size trace once)."""
         if id(model) not in self._predictors:
             self._predictors[id(model)] = keras_predictor(
-                model, "validation", target=self.target, names=self.names)
+                model, "validation", target=self.target, names=self.names,
+                object_size=self.object_size)
         return self._predictors[id(model)]
 
 

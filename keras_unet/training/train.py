@@ -321,7 +321,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
             _, val_set = load_training_data(config)
             validation = Validation(val_set, channels=config.channels, target=config.target,
                                     objects=bool(val_set.instances),
-                                    boundary_width=config.boundary_width)
+                                    boundary_width=config.boundary_width,
+                                    object_size=_recorded_object_size(run))
         return _result(run, state, initial_epoch=state.epochs_done, validation=validation,
                        already_finished=True)
 
@@ -383,7 +384,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
 
     validation = Validation(val_set, channels=config.channels, target=config.target,
                             objects=bool(val_set.instances),
-                            boundary_width=config.boundary_width)
+                            boundary_width=config.boundary_width,
+                            object_size=_recorded_object_size(run))
     monitor = "val_ap" if config.target == "instances" else "val_dice"
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -495,6 +497,14 @@ def _record_object_size(run: RunFolder, train_set: Dataset) -> None:
         files.write_text(run.object_size, json.dumps(size) + "\n")
         log.info("training objects: median diameter %.1f px (10th-90th percentile %.1f-%.1f)",
                  size["median_diameter"], *size["range"])
+
+
+def _recorded_object_size(run: RunFolder) -> dict | None:
+    """The run's `object_size.json`, or `None` where it has none (yet)."""
+    try:
+        return json.loads(run.object_size.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _phases(config: TrainConfig, epochs: int) -> list[tuple[int, int]]:
