@@ -25,13 +25,15 @@ from keras_unet.data.labels import IGNORE_ID
 MIN_OBJECT_SIZE = 10
 MIN_SEED_SIZE = 4
 # An instance model that records its training objects' size drops objects
-# under this fraction of their median diameter instead (`min_object_size`),
-# at the scale the image was predicted at. Measured with the bundled model
-# (`--object-size auto`, median 17.2 px: the fraction keeps objects of 7.7 px,
-# 47 pixels) on the 54 DSB2018 training images it was not trained on: mean
-# AP 0.447 with 10 pixels, 0.449 / 0.454 / 0.456 / 0.457 / 0.455 with 0.25 /
-# 0.35 / 0.4 / 0.45 / 0.5 of the median; at 0.5x 0.394 -> 0.393, at 2x 0.413
-# -> 0.430 (`benchmarks/bench_postprocess.py`).
+# under a circle of this fraction of their median diameter instead, at the
+# scale the image was predicted at (`min_object_size`): fragments are small
+# relative to the objects, not in pixels. Measured with the bundled model
+# (`--object-size auto`, median 17.2 px: 7.7 px across, 47 pixels) on the 54
+# DSB2018 training images it was not trained on, mean AP with 10 pixels and
+# with 0.25 / 0.35 / 0.45 / 0.55 of the median: 0.447, 0.449 / 0.453 / 0.457
+# / 0.455; at 0.5x 0.394 -> 0.392, at 2x 0.413 -> 0.431. On the 113
+# validation images 0.528 -> 0.536 (0.5x level, 2x 0.480 -> 0.501);
+# `benchmarks/bench_postprocess.py --scales 1 0.5 2`.
 MIN_DIAMETER_FRACTION = 0.45
 # Seeds are the pixels whose interior probability is above this. Measured
 # with the bundled model (`--object-size auto`) on the 54 DSB2018 training

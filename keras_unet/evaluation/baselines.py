@@ -23,7 +23,7 @@ from keras_unet.evaluation.scores import (
     confusion,
     object_scores,
 )
-from keras_unet.inference.predict import predict_image
+from keras_unet.inference.predict import predict_scaled
 
 WATERSHED_MIN_DISTANCE = 5  # pixels between seeds (measured, see docs/benchmarks/main-job.md)
 MIN_OBJECT_SIZE = 10
@@ -127,9 +127,9 @@ def score_methods(
             every figure is also given per group.
         image_bins: Also score the brightness and object-size groups of
             `keras_unet.evaluation.groups` (`brightness:dim`, `size:large`).
-        object_size: The models' `predict_image(object_size=...)`: rescale
+        object_size: The models' `predict_scaled(object_size=...)`: rescale
             images to the training object size (`"auto"`), or not (`None`).
-        tta: Average the models' predictions over flips (`predict_image(tta=)`).
+        tta: Average the models' predictions over flips (`predict_scaled(tta=)`).
         progress: Show a progress bar.
 
     Returns:
@@ -161,9 +161,11 @@ def score_methods(
         for name, predictor in predictors.items():
             model_image = image if predictor.channels == 3 else read_image(
                 dataset.images[index], predictor.channels)
-            probs = predict_image(predictor, model_image, object_size=object_size, tta=tta)
+            probs, factor = predict_scaled(predictor, model_image, object_size=object_size,
+                                           tta=tta)
             result = evaluate_prediction(probs, truth, 2, target=predictor.target,
-                                         true_instances=true_ids)
+                                         true_instances=true_ids,
+                                         min_size=predictor.min_object_size(factor))
             results[name] = (result.confusion, result.objects)
         bins = image_groups(image, truth, instances=true_ids)["groups"] if image_bins else []
         # dict.fromkeys: an image whose group is named "all" counts once.
