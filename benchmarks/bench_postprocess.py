@@ -8,8 +8,8 @@ object score (mean AP, F1 at IoU 0.5, split and merged nuclei) on the same
 predictions, one prediction per image (`--object-size auto`, the default of
 `predict` and `evaluate`), for several seed thresholds (at the default
 minimum size) and several minimum sizes (at the default threshold): 10
-pixels, or a circle of a fraction of the training objects' median diameter
-at the scale the image was predicted at (`min_object_size`):
+pixels, or a circle of a fraction of the training objects' 10th-percentile
+diameter at the scale the image was predicted at (`min_object_size`):
 
 - "tune": the DSB2018 training images of the bundled sample
   (`datasets/nuclei`), which the bundled model was not trained on; the
@@ -49,8 +49,9 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "datasets" / "dsb2018_nuclei"
 THRESHOLDS = ["argmax", 0.5, 0.6, 0.7, 0.8, 0.9]
 # Minimum object sizes besides the default: pixels (int), or fractions of the
-# training median diameter (the default is MIN_DIAMETER_FRACTION = 0.45).
-MIN_SIZES = [10, 0.25, 0.35, 0.55]
+# training objects' 10th-percentile diameter (the default is
+# MIN_DIAMETER_FRACTION = 0.9).
+MIN_SIZES = [10, 0.5, 0.7, 1.1]
 
 
 def splits(source: Path) -> dict[str, list[str]]:
@@ -102,7 +103,7 @@ def main():
             return predictor.min_object_size(factor)
         return rule if isinstance(rule, int) else min_object_size(recorded, factor, rule)
 
-    default_label = (f"{MIN_DIAMETER_FRACTION} x median (default)" if recorded
+    default_label = (f"{MIN_DIAMETER_FRACTION} x p10 (default)" if recorded
                      else f"{MIN_OBJECT_SIZE} px (default)")
     variants = [(t, "default") for t in THRESHOLDS]
     variants += [(SEED_THRESHOLD, m) for m in MIN_SIZES if recorded]
@@ -130,7 +131,7 @@ def main():
             rows.append({"split": split, "scale": scale, "images": s.images,
                          "seed threshold": str(t),
                          "min size": default_label if m == "default" else
-                                     f"{m} px" if isinstance(m, int) else f"{m} x median",
+                                     f"{m} px" if isinstance(m, int) else f"{m} x p10",
                          "mean AP": round(s.mean_ap, 4), "F1@0.5": round(s.f1, 4),
                          "split nuclei": s.split, "merged": s.merged, "missed": s.missed})
     print(table(rows, list(rows[0])))

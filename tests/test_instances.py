@@ -175,13 +175,15 @@ def test_the_area_weighted_diameter_is_where_half_the_area_lies():
     assert area_weighted_diameter(np.zeros(0)) is None
 
 
-def test_the_smallest_object_is_a_circle_of_a_fraction_of_the_training_median():
+def test_the_smallest_object_is_a_circle_of_a_fraction_of_the_small_training_objects():
     recorded = {"median_diameter": 17.22, "range": [8.52, 34.34]}
-    # 0.45 x 17.22 = 7.75 px across: 47 pixels; predicted at twice the size, 3.87
-    # px at the image's own scale: 12 pixels.
-    assert min_object_size(recorded) == 47
+    # 0.9 x 8.52 (the 10th percentile) = 7.67 px across: 46 pixels; predicted at
+    # twice the size, 3.83 px at the image's own scale: 12 pixels.
+    assert min_object_size(recorded) == 46
     assert min_object_size(recorded, factor=2.0) == 12
-    assert min_object_size(recorded, factor=0.5) == 189
-    assert min_object_size(recorded, fraction=0.25) == round(math.pi / 4 * 4.305**2) == 15
-    assert min_object_size({"median_diameter": 1.0}, factor=4.0) == 1  # never 0
+    assert min_object_size(recorded, factor=0.5) == 185
+    assert min_object_size(recorded, fraction=0.5) == round(math.pi / 4 * 4.26**2) == 14
+    assert min_object_size({"range": [1.0, 2.0]}, factor=4.0) == 1  # never 0
+    # Many small objects (a low 10th percentile) keep a low limit, whatever the median.
+    assert min_object_size({"median_diameter": 40.0, "range": [4.0, 60.0]}) == 10
     assert min_object_size(None, factor=2.0) == MIN_OBJECT_SIZE

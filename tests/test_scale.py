@@ -190,9 +190,9 @@ def discs_and_a_speck(size: int, diameters: list[float], speck: int) -> np.ndarr
 
 
 def test_the_smallest_object_kept_follows_the_training_objects_and_the_scale():
-    """MODEL's objects have a median diameter of 20 px: an instance model keeps
-    objects from a circle of 0.45 x 20 = 9 px (64 pixels) at its own scale,
-    and from 16 pixels in an image it predicted at twice the size."""
+    """MODEL's objects have a 10th-percentile diameter of 10 px: an instance
+    model keeps objects from a circle of 0.9 x 10 = 9 px (64 pixels) at its
+    own scale, and from 16 pixels in an image it predicted at twice the size."""
     def instance_model(batch):  # background, interior (the brightness), boundary
         return np.stack([np.concatenate([1 - x, x, np.zeros_like(x)], -1) for x in batch])
 

@@ -87,9 +87,9 @@ def add_parsers(add) -> None:
                            help="tile overlap, a fraction of the tile (0..0.9)")
             p.add_argument("--min-size", type=non_negative_int, default=None,
                            help="instance models: smallest object kept, in pixels "
-                                "(default: 0.45 of the training objects' median "
-                                "diameter, as a circle, at the image's scale; 10 for "
-                                "a model that records no object size)")
+                                "(default: a circle of 0.9 of the training objects' "
+                                "10th-percentile diameter, at the image's scale; 10 "
+                                "for a model that records no object size)")
             p.add_argument("--labelme", action="store_true",
                            help="also write LabelMe JSON beside each image, to correct in "
                                 "LabelMe (pre-annotation)")

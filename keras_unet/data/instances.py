@@ -25,16 +25,15 @@ from keras_unet.data.labels import IGNORE_ID
 MIN_OBJECT_SIZE = 10
 MIN_SEED_SIZE = 4
 # An instance model that records its training objects' size drops objects
-# under a circle of this fraction of their median diameter instead, at the
-# scale the image was predicted at (`min_object_size`): fragments are small
-# relative to the objects, not in pixels. Measured with the bundled model
-# (`--object-size auto`, median 17.2 px: 7.7 px across, 47 pixels) on the 54
-# DSB2018 training images it was not trained on, mean AP with 10 pixels and
-# with 0.25 / 0.35 / 0.45 / 0.55 of the median: 0.447, 0.449 / 0.453 / 0.457
-# / 0.455; at 0.5x 0.394 -> 0.392, at 2x 0.413 -> 0.431. On the 113
-# validation images 0.528 -> 0.536 (0.5x level, 2x 0.480 -> 0.501);
-# `benchmarks/bench_postprocess.py --scales 1 0.5 2`.
-MIN_DIAMETER_FRACTION = 0.45
+# under a circle of this fraction of their 10th-percentile diameter
+# (`object_size["range"][0]`) instead, at the scale the image was predicted
+# at (`min_object_size`): fragments are small relative to the objects, not in
+# pixels, and the low end of the annotated sizes (small and border-cut
+# objects included) keeps a dataset with many small objects from losing
+# them. Chosen with the bundled model (`--object-size auto`, 10th percentile
+# 8.5 px: 7.7 px across, 46 pixels) on the 54 DSB2018 training images it was
+# not trained on (`benchmarks/bench_postprocess.py --scales 1 0.5 2`).
+MIN_DIAMETER_FRACTION = 0.9
 # Seeds are the pixels whose interior probability is above this. Measured
 # with the bundled model (`--object-size auto`) on the 54 DSB2018 training
 # images it was not trained on: mean AP 0.443 with the argmax interior,
@@ -171,23 +170,23 @@ def min_object_size(
 
     Fragments of objects are small at the model's own scale, so the limit
     follows the objects the model was trained on: a circle of `fraction`
-    of their median diameter, at the image's scale when the image was
-    predicted resized by `factor` (`keras_unet.inference.scale`: objects
-    there are `1 / factor` times the training size). Without a recorded
-    size, `MIN_OBJECT_SIZE`.
+    of their 10th-percentile diameter, at the image's scale when the image
+    was predicted resized by `factor` (`keras_unet.inference.scale`:
+    objects there are `1 / factor` times the training size). Without a
+    recorded size, `MIN_OBJECT_SIZE`.
 
     Args:
         object_size: The model's `object_size` (`dataset_object_size`), or
             `None`.
         factor: The resize factor the image was predicted at.
-        fraction: Of the median diameter.
+        fraction: Of the 10th-percentile diameter.
 
     Returns:
         The minimum object area in pixels, at least 1.
     """
-    if not object_size:
+    if not object_size or "range" not in object_size:
         return MIN_OBJECT_SIZE
-    diameter = fraction * object_size["median_diameter"] / factor
+    diameter = fraction * object_size["range"][0] / factor
     return max(1, round(np.pi / 4 * diameter**2))
 
 

@@ -171,10 +171,10 @@ def sidecar(
         }
         if meta.get("object_size"):
             meta["postprocessing"]["min_size_rule"] = (
-                f"round(pi / 4 * ({MIN_DIAMETER_FRACTION} * object_size.median_diameter / "
+                f"round(pi / 4 * ({MIN_DIAMETER_FRACTION} * object_size.range[0] / "
                 "factor) ** 2) pixels: a circle of that fraction of the training objects' "
-                "median diameter, where factor is the resize of object_size.rescale "
-                "(1 for an image predicted at its own size)")
+                "10th-percentile diameter, where factor is the resize of "
+                "object_size.rescale (1 for an image predicted at its own size)")
     return meta
 
 
