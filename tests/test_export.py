@@ -333,7 +333,7 @@ def test_an_instance_model_carries_its_target_to_tflite_and_predicts_objects(
     assert keras_model.target == tflite_model.target == "instances"
     # The smallest object follows the training objects, the same in both.
     assert meta["postprocessing"]["min_size"] == min_object_size(meta["object_size"])
-    assert "median_diameter" in meta["postprocessing"]["min_size_rule"]
+    assert "object_size.range[0]" in meta["postprocessing"]["min_size_rule"]
     for factor in (1.0, 2.0):
         assert (keras_model.min_object_size(factor) == tflite_model.min_object_size(factor)
                 == min_object_size(meta["object_size"], factor))
