@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_unet.data.instances import SEED_THRESHOLD, min_object_size
+from keras_unet.data.instances import SEED_THRESHOLD, min_object_size, semantic_classes
 from keras_unet.export import (
     DEFAULT_AGREEMENT,
     ExportError,
@@ -371,15 +371,28 @@ def standardizing_model(nuclei_dataset, tmp_path_factory):
 
 
 def int8_agreement(model, held_out, tmp_path, float_layers, monkeypatch):
-    """Mask agreement of an int8 export, on the held-out windows and on dimmed copies."""
+    """Mask agreement of an int8 export with Keras on the held-out windows and
+    dimmed copies, over the pixels the Keras model decides (p not within 0.1
+    of 0.5).
+
+    This small model is unsure of some brightfield windows (there most pixels
+    are within 0.1 of 0.5, and any rounding flips them: overall agreement goes
+    from 0.988 to 0.998 between CPUs that train it differently), so the
+    undecided pixels measure the model, not the export.
+    """
     monkeypatch.setattr(tflite, "FLOAT_LAYERS", float_layers)
     names, verification, calibration = held_out
     images = np.concatenate([verification, verification * 0.15])  # a dim exposure too
-    report = export_tflite(model, tmp_path / "m.tflite", names=names, verification_images=images,
-                           precision="int8", input_size=(128, 128), min_agreement=0.0,
-                           representative=(x[None] for x in calibration), latency_runs=0)
-    tensors = Interpreter(str(tmp_path / "m.tflite")).get_tensor_details()
-    return report.agreement.mask_agreement, {t["name"]: t["dtype"] for t in tensors}
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, names=names, verification_images=images, precision="int8",
+                  input_size=(128, 128), min_agreement=0.0,
+                  representative=(x[None] for x in calibration), latency_runs=0)
+    keras_out = np.concatenate([np.asarray(model(x[None], training=False)) for x in images])
+    tflite_out = load_predictor(path, labels=names)(images)
+    decided = np.abs(keras_out[..., -1] - 0.5) > 0.1
+    same = semantic_classes(keras_out) == semantic_classes(tflite_out)
+    tensors = Interpreter(str(path)).get_tensor_details()
+    return float(same[decided].mean()), {t["name"]: t["dtype"] for t in tensors}
 
 
 def test_int8_keeps_the_per_image_standardization_in_float(
@@ -391,7 +404,7 @@ def test_int8_keeps_the_per_image_standardization_in_float(
     assert sum(d == np.int8 for d in dtypes.values()) > 20  # the convolutions stay int8
     assert agreement >= DEFAULT_AGREEMENT["int8"]
     # Quantizing the standardization too is what it replaces: clearly worse
-    # (here about 93 % against 99.7 %).
+    # (on an AVX2 CPU 92.0 % of the decided pixels against 99.995 %).
     fully_quantized, _ = int8_agreement(standardizing_model, held_out, tmp_path / "all",
                                         (), monkeypatch)
     assert fully_quantized < agreement - 0.02
