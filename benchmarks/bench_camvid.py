@@ -63,16 +63,20 @@ def main():
     quiet_tensorflow()
     from keras_unet.evaluation.evaluate import evaluate_dataset
     from keras_unet.inference.predict import load_predictor
-    from keras_unet.training.config import TrainConfig
+    from keras_unet.training.config import ConfigError, TrainConfig
     from keras_unet.training.train import load_training_data, train
 
     name = args.recipe + (f"-{args.tag}" if args.tag else "")
     work = Path(args.work) / name
     folder, val = dataset_folder(Path(args.data), Path(args.work) / "data")
-    config = TrainConfig.from_values(
-        {**recipe_with(RECIPES, args.recipe, args.set), "data": str(folder),
-         "val_list": str(val), "ignore_index": VOID, "work_dir": str(work),
-         "tensorboard": False, "verbose": 2}, "bench_camvid")
+    try:  # a bad --set is named before anything trains
+        config = TrainConfig.from_values(
+            {**recipe_with(RECIPES, args.recipe, args.set), "data": str(folder),
+             "val_list": str(val), "ignore_index": VOID, "work_dir": str(work),
+             "tensorboard": False, "verbose": 2}, "--set")
+        config.validate()
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start

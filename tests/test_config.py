@@ -43,3 +43,15 @@ def test_every_relative_path_of_a_config_file_starts_at_the_file(tmp_path, monke
     config = TrainConfig.from_file("project/c.yaml")
     assert config.data == str(tmp_path / "project" / "data")
     assert config.work_dir == str(tmp_path / "project" / "runs" / "x")
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"input_normalization": "percentile"}, "input_normalization='percentile' is not supported"),
+    ({"filters": 0}, "filters=0 must be an integer >= 1"),
+    ({"backbone": "resnet9000"}, "backbone='resnet9000' is not supported"),
+])
+def test_a_bad_model_value_is_refused_before_any_data_is_read(tmp_path, model, message):
+    # The data folder does not exist: the check must not get that far.
+    config = TrainConfig(data=str(tmp_path / "absent"), work_dir=str(tmp_path), model=model)
+    with pytest.raises(ConfigError, match=rf"model: {message}"):
+        config.validate()

@@ -9,13 +9,14 @@ the input; `padding="valid"` gives the paper's layout (572x572 -> 388x388).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import keras
 from keras import layers
 
 from keras_unet.models import blocks
-from keras_unet.models.backbones import build_encoder
+from keras_unet.models.backbones import BACKBONES, build_encoder
 from keras_unet.models.metadata import nested_layers
 
 PADDINGS = ("same", "valid")
@@ -115,24 +116,9 @@ def build_unet(
         keras_unet.models.backbones.BackboneWeightsError: If ImageNet weights are
             asked for and cannot be downloaded.
     """
+    check_options(**locals())  # every argument: nothing else is defined yet
     if backbone is not None:
         depth = BACKBONE_DEPTH
-    _validate_options(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        filters=filters,
-        depth=depth,
-        convs_per_block=convs_per_block,
-        kernel_size=kernel_size,
-        padding=padding,
-        normalization=normalization,
-        dropout=dropout,
-        dropout_position=dropout_position,
-        upsampling=upsampling,
-        output_activation=output_activation,
-        input_normalization=input_normalization,
-        backbone=backbone,
-    )
     if output_activation == "auto":
         output_activation = "sigmoid" if num_classes == 1 else "softmax"
     if kernel_initializer == "he_normal":
@@ -380,6 +366,32 @@ def _positive_int(option: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{option}={value!r} must be an integer >= {minimum}.")
 
 
+def check_options(input_shape: Sequence[int | None] = (None, None, 1), num_classes: int = 1,
+                  **options) -> None:
+    """Checks `build_unet` arguments without building a model.
+
+    Configurations call it before they load any data, so that a bad model
+    option is refused at once.
+
+    Args:
+        input_shape: As for `build_unet`.
+        num_classes: As for `build_unet`.
+        **options: Keyword options of `build_unet`; those left out take its
+            defaults.
+
+    Raises:
+        TypeError: If an option is not one of `build_unet`'s.
+        ValueError: If an option is not one of its allowed values, or if a
+            fixed input size cannot be pooled `depth` times and restored.
+    """
+    bound = inspect.signature(build_unet).bind(input_shape, num_classes, **options)
+    bound.apply_defaults()
+    values = bound.arguments
+    if values["backbone"] is not None:
+        values["depth"] = BACKBONE_DEPTH
+    _validate_options(**values)
+
+
 def _validate_options(**options) -> None:
     """Checks every `build_unet` option once, with messages naming it.
 
@@ -409,6 +421,7 @@ def _validate_options(**options) -> None:
     _one_of("input_normalization", options["input_normalization"], INPUT_NORMALIZATIONS)
     if not isinstance(options["dropout"], (int, float)) or not 0.0 <= options["dropout"] < 1.0:
         raise ValueError(f"dropout={options['dropout']!r} must be in [0, 1).")
+    _one_of("backbone", options["backbone"], (None, *BACKBONES))
     if options["backbone"] is not None:
         if options["padding"] != "same":
             raise ValueError(

@@ -256,7 +256,7 @@ class TrainConfig:
         """
         # The Keras parts, imported here so that the module itself stays light.
         from keras_unet.data.augment import Augment
-        from keras_unet.models.model import build_unet, size_multiple
+        from keras_unet.models.model import build_unet, check_options, size_multiple
         from keras_unet.training.losses import LOSSES
 
         if not (self.data or (self.images_dir and self.masks_dir)):
@@ -320,6 +320,10 @@ class TrainConfig:
             unknown = sorted(set(getattr(self, section)) - set(known))
             if unknown:
                 raise ConfigError(f"{section}: unknown options {unknown}; known: {known}")
+        try:
+            check_options((None, None, self.channels), **self.model)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model: {err}") from None
         try:
             Augment(**self.augment)
         except ValueError as err:

@@ -393,7 +393,7 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
     try:  # the layers keep the policy they were built with
         with strategy.scope():
             model = build_unet((None, None, config.channels), outputs, **config.model)
-    except (ValueError, TypeError) as err:  # the builder checks the option values
+    except (ValueError, TypeError) as err:  # what only a build finds (the weights file)
         raise ConfigError(f"model: {err}") from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
