@@ -296,6 +296,7 @@ def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert list(scores["classes"]) == names and scores["foreground_dice"] is None
     assert 0 <= scores["class_accuracy"] <= 1 and "Unlabelled" not in out
+    assert "foreground" not in out and "worst images (mean Dice)" in out
 
 
 def test_evaluate_refuses_a_dataset_whose_classes_are_not_the_models(

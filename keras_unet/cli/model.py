@@ -205,6 +205,7 @@ def evaluate(args) -> int:
         format_confusion,
         format_object_scores,
         format_scores,
+        headline_name,
     )
     from keras_unet.inference.predict import load_predictor
     from keras_unet.training.runs import evaluation_pairs
@@ -228,7 +229,7 @@ def evaluate(args) -> int:
           "table above pools pixels)")
     print("by image brightness and object size:")
     print(format_groups(result["groups"]))
-    print("worst images (foreground Dice): "
+    print(f"worst images ({headline_name(result)}): "
           + ", ".join(f"{n} {d:.3f}" for n, d in result["worst"]))
     print(f"report: {args.output} (scores.json, per_image.csv, confusion.png, worst/)")
     return 0

@@ -27,6 +27,7 @@ from keras_unet.evaluation.groups import GroupScores, group_order, image_groups
 from keras_unet.evaluation.scores import (
     ObjectScores,
     confusion,
+    headline_name,
     image_foreground_dice,
     object_scores,
     per_class_scores,
@@ -181,7 +182,7 @@ def evaluate_dataset(
     plot_confusion(everything.matrix, names, output_dir / "confusion.png")
     for dice, image_path, image, truth, predicted in kept:
         picture = side_by_side(image, truth, predicted, names,
-                               f"{Path(image_path).name}   foreground Dice {dice:.3f}")
+                               f"{Path(image_path).name}   {headline_name(result)} {dice:.3f}")
         files.save_image(output_dir / "worst" / f"{Path(image_path).stem}.png", picture)
     result["worst"] = [(Path(p).name, d) for d, p, *_ in kept]
     return result

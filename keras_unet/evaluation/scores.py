@@ -133,6 +133,19 @@ def headline_scores(scores: dict) -> tuple[float | None, float | None]:
     return scores["mean_iou"], scores["mean_dice"]
 
 
+def headline_name(scores: dict) -> str:
+    """What `headline_scores`' Dice is called: `"foreground Dice"` where class
+    0 is `_background_`, else `"mean Dice"`.
+
+    Args:
+        scores: `per_class_scores` output (or `summarize`'s, which has its keys).
+
+    Returns:
+        The name the reports print beside that Dice.
+    """
+    return "foreground Dice" if scores.get("background", True) else "mean Dice"
+
+
 def image_foreground_dice(scores: dict) -> float:
     """The Dice by which an image is ranked or averaged.
 
