@@ -243,6 +243,7 @@ def test_evaluate_names_masks_it_cannot_score(model_files, dataset, tmp_path, ca
     code, output = run(["evaluate", model_files / "good.keras", "--data", dataset,
                         "--output", tmp_path / "eval"], capsys)
     assert code == 1 and message in output
+    assert "1 of 2 image/mask pairs cannot be used" in output  # evaluate trains nothing
 
 
 def test_evaluate_split_needs_a_run_dataset(model_files, dataset, tmp_path, capsys):

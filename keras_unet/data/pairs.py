@@ -200,7 +200,7 @@ def load_dataset(
 
 
 def check_dataset(dataset: Dataset, *, instances: bool = False) -> dict[int, int]:
-    """Reads every pair once, as training will, and checks it can be trained on.
+    """Reads every pair once, as training will, and checks it can be trained on and scored.
 
     The files are read with `keras_unet.data.readers`, the readers the training
     pipeline uses, so what passes here trains as it was checked. Every bad
@@ -236,7 +236,7 @@ def check_dataset(dataset: Dataset, *, instances: bool = False) -> dict[int, int
         shown = problems[:10]
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DatasetError(
-            f"{len(problems)} of {len(dataset.masks)} image/mask pairs cannot be trained on:\n  "
+            f"{len(problems)} of {len(dataset.masks)} image/mask pairs cannot be used:\n  "
             + "\n  ".join(shown) + more
         )
     counts[IGNORE_ID] = 0
