@@ -298,6 +298,17 @@ def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
     assert list(scores["classes"]) == names and scores["foreground_dice"] is None
     assert 0 <= scores["class_accuracy"] <= 1 and "Unlabelled" not in out
     assert "foreground" not in out and "worst images (mean Dice)" in out
+    # The export remembers the void id: its scores need no --ignore-index.
+    code, out = run(["export", tmp_path / "run", tmp_path / "export", "--precision", "float32",
+                     "--input-size", 64, "--verification-samples", 1], capsys)
+    assert code == 0, out
+    exported = tmp_path / "export" / "model_float32.tflite"
+    assert json.loads(exported.with_suffix(".json").read_text())["ignore_index"] == 11
+    code, out = run(["evaluate", exported, "--data", camvid_pairs,
+                     "--output", tmp_path / "eval_tflite"], capsys)
+    assert code == 0, out
+    assert list(json.loads((tmp_path / "eval_tflite" / "scores.json").read_text())["classes"]) \
+        == names
 
 
 def test_evaluate_refuses_a_dataset_whose_classes_are_not_the_models(

@@ -108,7 +108,8 @@ def add_parsers(add) -> None:
             p.add_argument("--foreground-value", type=non_negative_int,
                            help="binary masks: the mask value of the foreground")
             p.add_argument("--ignore-index", type=non_negative_int, metavar="ID",
-                           help="a void mask value scored as ignore (default: the run's)")
+                           help="a void mask value scored as ignore (default: the one the "
+                                "model records: its run's, or its export's)")
             p.add_argument("--split", choices=("val", "train", "all"), default=None,
                            help="which pairs to score (default: val for a run's dataset, "
                                 "else all)")
@@ -214,7 +215,8 @@ def evaluate(args) -> int:
     dataset, split = evaluation_pairs(
         args.model, data=args.data, images_dir=args.images, masks_dir=args.masks,
         labels=args.labels, foreground_value=args.foreground_value,
-        split=args.split, ignore_index=args.ignore_index, model_names=predictor.names)
+        split=args.split, model_names=predictor.names,
+        ignore_index=predictor.ignore_index if args.ignore_index is None else args.ignore_index)
     print(f"scoring {len(dataset.images)} images ({split})")
     result = evaluate_dataset(predictor, dataset, args.output, tile=args.tile,
                               worst=args.worst, tta=args.tta, progress=True,

@@ -131,6 +131,8 @@ def export_run(
     object_size = trained.get("object_size")
     if object_size is not None:
         recorded["object_size"] = {**object_size, "rescale": rescale_rule()}
+    if config.ignore_index is not None:
+        recorded["ignore_index"] = config.ignore_index
     train_set, val_set = load_training_data(config)
     channels = model.input_shape[-1]
     size = None if dynamic else input_size

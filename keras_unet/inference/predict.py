@@ -76,6 +76,9 @@ class Predictor:
             `keras_unet.inference.scale`).
         flips: The flips of `FLIP_AXES` its training showed it, which flip
             test-time augmentation uses (see `trained_flips`).
+        ignore_index: The void mask value of its training data
+            (`--ignore-index`, CamVid's 11), where it records one: the mask
+            value `evaluate` reads as ignore unless told another.
     """
 
     run: Callable[[np.ndarray], np.ndarray]
@@ -87,6 +90,7 @@ class Predictor:
     names: list[str] | None = None
     object_size: dict | None = None
     flips: tuple[str, ...] = DEFAULT_FLIPS
+    ignore_index: int | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(np.asarray(batch, np.float32))
@@ -196,6 +200,7 @@ def load_predictor(
     predictor.target = meta.get("target") or target_from_outputs(outputs, names)
     predictor.object_size = meta.get("object_size")
     predictor.flips = trained_flips(meta)
+    predictor.ignore_index = meta.get("ignore_index")
     if names is not None:
         expected = output_count(len(names), predictor.target)
         # An export has one channel per class, two for a sigmoid model.

@@ -107,9 +107,10 @@ def sidecar(
         recorded: What the model records of its training, copied into the
             sidecar: `object_size`, the training objects' median diameter
             and range in pixels (`predict --object-size` rescales images to
-            it; see `keras_unet.inference.scale`), and `test_time_flips`,
+            it; see `keras_unet.inference.scale`), `test_time_flips`,
             the flips its training showed it (`predict --tta` averages over
-            those).
+            those), and `ignore_index`, the void value of its training masks
+            (`evaluate` reads masks with it).
 
     Returns:
         The sidecar dictionary (written as JSON beside the model).
