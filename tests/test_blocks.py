@@ -1,7 +1,9 @@
-"""Tests for keras_unet.models.blocks: the fused batch normalization.
+"""Tests for keras_unet.models.blocks: the fused batch normalization and the
+percentile input normalization.
 
-The reference is Keras' own `BatchNormalization` with the same weights: the
-fused layer must give its outputs, gradients and moving statistics.
+The reference of the fused layer is Keras' own `BatchNormalization` with the
+same weights: it must give its outputs, gradients and moving statistics. The
+percentiles are checked against NumPy's.
 """
 
 import keras
@@ -9,11 +11,15 @@ import numpy as np
 import pytest
 
 from keras_unet import build_unet
-from keras_unet.models.blocks import FusedBatchNormalization
+from keras_unet.models.blocks import (
+    FusedBatchNormalization,
+    PercentileAndStandardization,
+    PerImageStandardization,
+)
 
 tf = pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="the fused kernel is TensorFlow's")
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="the fused kernel is TensorFlow's")
 
 
 def pair(channels=3, fused_dtype=None):
@@ -41,6 +47,7 @@ def step(layer, x):
     return y, grads
 
 
+@tensorflow_only
 def test_fused_training_step_equals_the_keras_layer():
     reference, fused = pair()
     x = np.random.default_rng(1).normal(2, 3, (4, 8, 8, 3)).astype("float32")
@@ -52,6 +59,7 @@ def test_fused_training_step_equals_the_keras_layer():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@tensorflow_only
 def test_fused_bfloat16_activations_stay_bfloat16_and_close_to_float32():
     reference, fused = pair(fused_dtype="mixed_bfloat16")
     x = np.random.default_rng(2).normal(0, 1, (2, 8, 8, 3)).astype("float32")
@@ -61,6 +69,7 @@ def test_fused_bfloat16_activations_stay_bfloat16_and_close_to_float32():
     np.testing.assert_allclose(tf.cast(y_fused, "float32"), y_ref, atol=0.05)
 
 
+@tensorflow_only
 def test_inference_uses_the_moving_statistics_like_keras():
     reference, fused = pair()
     x = np.random.default_rng(3).normal(0, 1, (2, 8, 8, 3)).astype("float32")
@@ -68,6 +77,7 @@ def test_inference_uses_the_moving_statistics_like_keras():
                                atol=1e-6)
 
 
+@tensorflow_only
 def test_the_builder_uses_the_fused_layer_and_it_trains_under_mixed_bfloat16():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -85,6 +95,7 @@ def test_the_builder_uses_the_fused_layer_and_it_trains_under_mixed_bfloat16():
 
 
 @pytest.mark.parametrize("policy, dtype", [(None, "float32"), ("mixed_bfloat16", "bfloat16")])
+@tensorflow_only
 def test_the_training_graph_runs_the_fused_kernel(policy, dtype):
     """The checks above would also pass on Keras' path: this one says the
     fused kernel is the one that runs."""
@@ -92,3 +103,33 @@ def test_the_training_graph_runs_the_fused_kernel(policy, dtype):
     spec = tf.TensorSpec((2, 8, 8, 3), dtype)
     graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(spec).graph
     assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
+def test_percentile_channels_follow_numpy_beside_the_standardized_ones():
+    """A 64 x 64 image is its own sample: its percentiles are NumPy's."""
+    image = np.random.default_rng(3).gamma(1.5, 0.05, (2, 64, 64, 3)).astype("float32")
+    out = np.asarray(PercentileAndStandardization()(image))
+    assert out.shape == (2, 64, 64, 6)
+    np.testing.assert_allclose(out[..., :3], PerImageStandardization()(image), atol=1e-5)
+    for x, y in zip(image, out):
+        low, high = np.percentile(x, [1, 99.8], method="nearest")
+        np.testing.assert_allclose(y[..., 3:], (x - low) / (high - low), rtol=1e-4, atol=1e-5)
+
+
+def test_percentiles_put_a_dark_background_at_zero_and_faint_objects_in_range():
+    """A dim fluorescence-like image: background at 0, nuclei between 0 and
+    1, whatever the exposure; the statistics come from a sample."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(2 / 255, 0.5 / 255, (1, 256, 256, 1))
+    image[:, 40:120, 40:120] += 20 / 255  # a bright nucleus
+    image[:, 160:200, 160:200] += 6 / 255  # a faint one
+    image = image.astype("float32")
+    layer = PercentileAndStandardization()
+    for exposure in (1.0, 0.25, 3.0):
+        scaled = np.asarray(layer(image * exposure))[0, ..., 1]
+        assert abs(np.median(scaled[:30, :30])) < 0.1
+        assert 0.2 < np.median(scaled[165:195, 165:195]) < 0.4
+        assert 0.9 < np.median(scaled[50:110, 50:110]) < 1.1
+    restored = keras.layers.deserialize(keras.layers.serialize(
+        PercentileAndStandardization(low=2.0, high=99.0, sample_size=32)))
+    assert (restored.low, restored.high, restored.sample_size) == (2.0, 99.0, 32)

@@ -410,6 +410,35 @@ def test_int8_keeps_the_per_image_standardization_in_float(
     assert fully_quantized < agreement - 0.02
 
 
+def test_a_percentile_model_exports_its_normalization_in_float(held_out, tmp_path):
+    """`per_image_percentile` (a sort of a sample inside the model): float32
+    computes what Keras does, on dim copies too; int8 keeps the layer float."""
+    from keras_unet import build_unet
+
+    names, verification, calibration = held_out
+    keras.utils.set_random_seed(0)
+    model = build_unet((None, None, 3), 1, filters=4, depth=2, normalization="batch",
+                       input_normalization="per_image_percentile")
+    images = np.concatenate([verification, verification * 0.15])
+    path = tmp_path / "m_float32.tflite"
+    report = export_tflite(model, path, names=names, verification_images=images,
+                          precision="float32", input_size=(128, 128), latency_runs=0)
+    assert "TOPK_V2" in report.ops and not [op for op in report.ops if op.startswith("CUSTOM")]
+    probabilities = load_predictor(path, labels=names)(images)[..., 1]
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0)[..., 0],
+                               atol=1e-4)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert "percentile" in meta["input"]["normalization"]["in_graph"]
+    export_tflite(model, tmp_path / "m_int8.tflite", names=names, verification_images=images,
+                  precision="int8", input_size=(128, 128), min_agreement=0.0, latency_runs=0,
+                  representative=(x[None] for x in calibration))
+    dtypes = {t["name"]: t["dtype"] for t in
+              Interpreter(str(tmp_path / "m_int8.tflite")).get_tensor_details()}
+    norm = [d for n, d in dtypes.items() if "input_norm" in n]  # (sort indices: int32)
+    assert np.float32 in norm and not {np.int8, np.uint8} & set(norm)
+    assert sum(d == np.int8 for d in dtypes.values()) > 10
+
+
 def test_int8_io_is_refused_for_a_standardizing_model(standardizing_model, held_out, tmp_path):
     names, verification, calibration = held_out
     with pytest.raises(ExportError, match="per-image normalization keeps it in float32.*"

@@ -22,6 +22,7 @@ OPTION_SETS = {
     "residual": dict(residual=True),
     "dropout_all": dict(dropout=0.2, dropout_position="all"),
     "per_image": dict(input_normalization="per_image"),
+    "per_image_percentile": dict(input_normalization="per_image_percentile"),
     "everything": dict(
         attention=True, residual=True, normalization="batch", upsampling="bilinear"
     ),
@@ -200,7 +201,7 @@ def test_tiny_model_loss_decreases_on_a_synthetic_batch():
     assert history[-1] < 0.8 * history[0]
 
 
-@pytest.mark.parametrize("input_normalization", [None, "per_image"])
+@pytest.mark.parametrize("input_normalization", [None, "per_image", "per_image_percentile"])
 def test_a_fresh_process_loads_a_compiled_model_after_import_keras_unet(
         tmp_path, run_python, input_normalization):
     model = build_unet((None, None, 1), 2, input_normalization=input_normalization, **TINY)
@@ -210,11 +211,12 @@ def test_a_fresh_process_loads_a_compiled_model_after_import_keras_unet(
             "print(type(m.loss).__name__, [l.name for l in m.layers][1])" % (tmp_path / "m.keras"))
     loss, first_layer = run_python(code).strip().splitlines()[-1].split()
     assert loss == "DiceCELoss"
-    assert (first_layer == "input_norm") == (input_normalization == "per_image")
+    assert (first_layer == "input_norm") == (input_normalization is not None)
 
 
-def test_per_image_standardization_makes_the_model_indifferent_to_brightness():
-    model = build_unet((32, 32, 3), 1, input_normalization="per_image", **TINY)
+@pytest.mark.parametrize("input_normalization", ["per_image", "per_image_percentile"])
+def test_per_image_normalization_makes_the_model_indifferent_to_brightness(input_normalization):
+    model = build_unet((32, 32, 3), 1, input_normalization=input_normalization, **TINY)
     image = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32") * 0.5
     brighter = image * 1.5 + 0.2  # another exposure of the same scene
     np.testing.assert_allclose(model.predict(image, verbose=0),

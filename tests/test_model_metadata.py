@@ -18,6 +18,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from ai_edge_litert.tools import flatbuffer_utils
 
+from keras_unet import build_unet
 from keras_unet.export import export_run, export_tflite, image_windows, read_metadata
 from keras_unet.inference.predict import load_predictor, predict_files
 from keras_unet.models import pretrained
@@ -119,6 +120,26 @@ def test_mediapipe_loads_every_precision_and_its_mask_is_predicts(
     agreement = np.mean([ours[p] == theirs[p] for p in images])
     assert agreement >= MASK_AGREEMENT[precision]
     assert 0.02 < np.mean([ours[p] for p in images]) < 0.98  # both classes occur
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_mediapipe_runs_a_percentile_model_as_predict_does(held_out, tmp_path, run_oracle,
+                                                           precision):
+    """`per_image_percentile` sorts a sample of the image (TOPK_V2) inside the
+    model; MediaPipe's runtime must run it and agree with ours."""
+    names, verification, calibration = held_out
+    keras.utils.set_random_seed(1)
+    model = build_unet((None, None, 3), 1, filters=4, depth=2, normalization="batch",
+                       input_normalization="per_image_percentile")
+    out = tmp_path / f"model_{precision}.tflite"
+    export_tflite(model, out, names=names, verification_images=verification,
+                  precision=precision, input_size=(128, 128), min_agreement=0.0,
+                  representative=(x[None] for x in calibration), latency_runs=0)
+    images = save_pngs(verification, tmp_path / "images")
+    result = run_oracle("mediapipe", "mediapipe_segment", out, *images, out=tmp_path / "mp")
+    ours = predicted_masks(out, images, tmp_path / "predict")
+    theirs = {p: np.load(result["masks"][str(p)]) for p in images}
+    assert np.mean([ours[p] == theirs[p] for p in images]) >= MASK_AGREEMENT[precision]
 
 
 @pytest.fixture(scope="module")

@@ -286,3 +286,4 @@ def test_per_image_models_default_to_no_brightness_or_contrast_change():
     assert all(np.array_equal(k, image.numpy()) for k in kept)
     assert Augment.for_model({"brightness": 0.2}, "per_image").brightness == 0.2
     assert Augment.for_model({}, None) == Augment()
+    assert Augment.for_model({"hue": 0.05}, "per_image_percentile") == settings

@@ -130,9 +130,12 @@ def add_parsers(add) -> None:
                     help="--backbone: keep the encoder's weights fixed (see --unfreeze-epoch)")
     tr.add_argument("--attention", action="store_true", help="attention gates")
     tr.add_argument("--residual", action="store_true", help="residual blocks")
-    tr.add_argument("--input-normalization", choices=("per_image", "none"),
+    tr.add_argument("--input-normalization",
+                    choices=("per_image", "per_image_percentile", "none"),
                     help="per_image: standardize each image inside the model (per-image "
-                         "mean and std); none: the model takes pixels/255 (default: none)")
+                         "mean and std); per_image_percentile: that and, as more channels, "
+                         "the image scaled by its 1st-99.8th percentiles (dim fluorescence); "
+                         "none: the model takes pixels/255 (default: none)")
     tr.add_argument("--deterministic", action="store_true", help="reproducible input")
     tr.add_argument("--border-weights", action="store_true",
                     help="U-Net paper weights between touching objects (needs instances/)")

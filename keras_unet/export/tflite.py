@@ -15,12 +15,12 @@ which is what mobile GPU/NPU delegates want; built-in ops only, so an
 unsupported op fails the export instead of becoming a Flex op that LiteRT
 cannot run.
 
-int8 keeps a model's per-image standardization (`input_normalization=
-"per_image"`) in float32: its mean, square root and division over a whole
-image lose too much in int8 (measured on the sample model: 94.9 % of pixels
-agree with Keras fully quantized, 99.6 % with the standardization in float,
-the same size). The rest of the model is int8; such models take float32
-input and output.
+int8 keeps a model's per-image normalization (`input_normalization=
+"per_image"` or `"per_image_percentile"`) in float32: its mean, square
+root, division and percentiles over a whole image lose too much in int8
+(measured on the sample model: 94.9 % of pixels agree with Keras fully
+quantized, 99.6 % with the standardization in float, the same size). The
+rest of the model is int8; such models take float32 input and output.
 
 Every export is verified before it counts as done: the `.tflite` file runs in
 LiteRT's interpreter beside the Keras model on held-out images, and the
@@ -55,7 +55,7 @@ from keras_unet.export.verify import (
 from keras_unet.inference.predict import load_predictor, model_multiple, tiling_recipe
 from keras_unet.logs import native_output_silenced
 from keras_unet.models.metadata import (
-    PER_IMAGE_LAYER,
+    PER_IMAGE_LAYERS,
     embed_metadata,
     io_details,
     labels_file_text,
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 # Layers an int8 model keeps in float32 (whole-image statistics).
-FLOAT_LAYERS = (PER_IMAGE_LAYER,)
+FLOAT_LAYERS = PER_IMAGE_LAYERS
 
 
 def fixed_size_model(model, input_size: tuple[int, int] | None):
@@ -198,11 +198,13 @@ def convert(
             warnings.simplefilter("ignore", UserWarning)
             if float_nodes:  # int8 only
                 # Selective quantization: the documented use of the
-                # quantization debugger's deny list.
+                # quantization debugger's deny list. A percentile layer's
+                # sort (TOPK_V2) is quantized by its node name alone; only
+                # denying the op keeps it float.
                 debugger = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=converter.representative_dataset,
                     debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                        denylisted_nodes=float_nodes))
+                        denylisted_nodes=float_nodes, denylisted_ops=["TOPK_V2"]))
                 return debugger.get_nondebug_quantized_model()
             return converter.convert()
     except Exception as err:  # the converter raises many types

@@ -77,6 +77,59 @@ class PerImageStandardization(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_unet")
+class PercentileAndStandardization(PerImageStandardization):
+    """Each image two ways: standardized, and scaled by its percentiles.
+
+    The output has twice the input's channels: first the image standardized
+    as `PerImageStandardization` does, then the image mapped by its `low`
+    and `high` percentiles (over height, width and channels) to 0 and 1, as
+    CSBDeep and StarDist normalize microscopy. Percentiles put a dark
+    background at 0 however much of the image the objects cover, so faint
+    objects of a dim fluorescence image keep their contrast; the
+    standardization is what suits stains and brightfield. The first
+    convolution learns which to use where; no branch depends on a crop's
+    content, so a training crop and a whole image are treated alike.
+
+    The percentiles are read from a `sample_size` x `sample_size`
+    nearest-neighbour sample of the image (exact pixel values): sorting a
+    whole image (`TOPK_V2` in TFLite) costs more than the U-Net itself at
+    256 x 256 (56 ms against 3.9 ms for the 64 x 64 sample, LiteRT, 2
+    threads).
+
+    Args:
+        low: Percentile mapped to 0.
+        high: Percentile mapped to 1.
+        sample_size: Side of the sample the percentiles are read from.
+        **kwargs: Arguments of `PerImageStandardization`.
+    """
+
+    def __init__(self, low: float = 1.0, high: float = 99.8, sample_size: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high, self.sample_size = low, high, sample_size
+
+    def call(self, x):
+        sample = keras.ops.image.resize(x, (self.sample_size, self.sample_size),
+                                        interpolation="nearest")
+        count = self.sample_size**2 * x.shape[-1]
+        ordered = keras.ops.sort(keras.ops.reshape(sample, (-1, count)))
+
+        def percentile(q):
+            return keras.ops.reshape(ordered[:, round((count - 1) * q / 100)], (-1, 1, 1, 1))
+
+        low, high = percentile(self.low), percentile(self.high)
+        scaled = (x - low) / keras.ops.maximum(high - low, self.min_std)
+        return keras.ops.concatenate([super().call(x), scaled], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1]
+        return (*input_shape[:-1], None if channels is None else 2 * channels)
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high,
+                "sample_size": self.sample_size}
+
+
+@keras.saving.register_keras_serializable(package="keras_unet")
 class FusedBatchNormalization(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training.
 

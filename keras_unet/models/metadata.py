@@ -44,8 +44,13 @@ from keras_unet.models.model_metadata import (
 METADATA_NAME = "keras_unet"
 # `io_details` of a model with float32 input and output.
 FLOAT_IO = {key: {"dtype": "float32", "quantization": None} for key in ("input", "output")}
-# The layer of a model's per-image standardization (`input_normalization`).
-PER_IMAGE_LAYER = "PerImageStandardization"
+# The layers of a model's per-image normalization (`input_normalization`).
+IN_GRAPH_NORMALIZATION = {
+    "PerImageStandardization": "per-image standardization (inside the model)",
+    "PercentileAndStandardization": "per-image standardization and percentile scaling, "
+                                    "as more channels (inside the model)",
+}
+PER_IMAGE_LAYERS = tuple(IN_GRAPH_NORMALIZATION)
 # 8-bit pixels -> model input: x = (pixel - mean) / std.
 PIXEL_MEAN, PIXEL_STD = 0.0, 255.0
 
@@ -117,8 +122,7 @@ def sidecar(
     """
     _, height, width, channels = model.input_shape
     outputs = model.output_shape[-1]
-    in_graph = [layer.name for layer in nested_layers(model)
-                if type(layer).__name__ == PER_IMAGE_LAYER]
+    in_graph = {type(layer).__name__ for layer in nested_layers(model)} & set(PER_IMAGE_LAYERS)
     meta = {
         "model": tflite_path.name,
         "format": fmt,
@@ -134,8 +138,7 @@ def sidecar(
                 "description": "x = (pixel - mean) / std on 8-bit pixels (0..255), "
                                "as TFLite NormalizationOptions",
                 "mean": [PIXEL_MEAN], "std": [PIXEL_STD],
-                "in_graph": "per-image standardization (inside the model)" if in_graph
-                            else None,
+                "in_graph": IN_GRAPH_NORMALIZATION[in_graph.pop()] if in_graph else None,
             },
             "quantization": io["input"]["quantization"],
             "size_multiple": size_multiple,

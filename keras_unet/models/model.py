@@ -24,7 +24,7 @@ NORMALIZATIONS = (None, "batch", "group")
 UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 DROPOUT_POSITIONS = ("bottleneck", "encoder", "decoder", "all")
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
-INPUT_NORMALIZATIONS = (None, "per_image")
+INPUT_NORMALIZATIONS = (None, "per_image", "per_image_percentile")
 BACKBONE_DEPTH = 5  # a backbone's skips are at strides 2, 4, 8, 16 and 32
 
 
@@ -88,11 +88,15 @@ def build_unet(
         residual: Residual (shortcut) connections in every block.
         output_activation: `"auto"` (sigmoid for 1 class, softmax for more),
             `"sigmoid"`, `"softmax"`, or `None` for logits.
-        input_normalization: `None` (the model takes images in [0, 1]) or
+        input_normalization: `None` (the model takes images in [0, 1]),
             `"per_image"`: a first layer standardizes each image (mean 0,
             standard deviation 1), so brightness and contrast differences
-            between images, stains or microscopes matter less. It is part
-            of the model, so predictions and TFLite exports apply it too.
+            between images, stains or microscopes matter less, or
+            `"per_image_percentile"`: the same, and beside it each image
+            scaled by its 1st and 99.8th percentiles (which keeps the faint
+            objects of dim fluorescence images; see
+            `blocks.PercentileAndStandardization`). It is part of the model,
+            so predictions and TFLite exports apply it too.
         backbone: A pretrained encoder from `keras.applications` instead of
             the U-Net encoder (see `keras_unet.models.backbones.BACKBONES`):
             skips at strides 2-16, the decoder has five levels (sizes must be
@@ -140,6 +144,8 @@ def build_unet(
     x = inputs
     if input_normalization == "per_image":
         x = blocks.PerImageStandardization(name="input_norm")(x)
+    elif input_normalization == "per_image_percentile":
+        x = blocks.PercentileAndStandardization(name="input_norm")(x)
     if backbone is None:
         # Contracting path: levels 1..depth, then the bottleneck.
         x, skips = _encoder(x, filters, depth, rate("encoder"), conv_kwargs)
