@@ -103,12 +103,11 @@ class Augment:
     def for_model(cls, options: dict, input_normalization: str | None = None) -> Augment:
         """The settings `options` name, with defaults that suit the model.
 
-        A model that standardizes each image (`input_normalization=
-        "per_image"` or `"per_image_percentile"`) undoes a brightness shift
-        and a contrast factor: all they leave is the clipping to [0, 1],
-        which erases the faint objects of dim images (a shift of -0.05
-        blanks every pixel below 13 of 255). For such a model both default
-        to off (DSB2018, nuclei-cpu recipe: mean AP 0.485 -> 0.512, the dim
+        A model that normalizes each image itself (any `input_normalization`)
+        undoes a brightness shift and a contrast factor: all they leave is
+        the clipping to [0, 1], which erases the faint objects of dim images
+        (a shift of -0.05 blanks every pixel below 13 of 255). For such a
+        model both default to off (DSB2018, nuclei-cpu recipe: mean AP 0.485 -> 0.512, the dim
         large-nucleus images recovered; see docs/benchmarks/accuracy.md).
         Options that name them keep them.
 
@@ -119,7 +118,7 @@ class Augment:
         Returns:
             The settings.
         """
-        if input_normalization in ("per_image", "per_image_percentile"):
+        if input_normalization is not None:
             options = {"brightness": 0.0, "contrast": None, **options}
         return cls(**options)
 

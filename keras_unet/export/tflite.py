@@ -198,8 +198,8 @@ def convert(
             warnings.simplefilter("ignore", UserWarning)
             if float_nodes:  # int8 only
                 # Selective quantization: the documented use of the
-                # quantization debugger's deny list. A percentile layer's
-                # sort (TOPK_V2) is quantized by its node name alone; only
+                # quantization debugger's deny list. Denying a percentile
+                # layer's nodes by name leaves its sort (TOPK_V2) int8; only
                 # denying the op keeps it float.
                 debugger = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=converter.representative_dataset,

@@ -24,7 +24,10 @@ NORMALIZATIONS = (None, "batch", "group")
 UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 DROPOUT_POSITIONS = ("bottleneck", "encoder", "decoder", "all")
 OUTPUT_ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
-INPUT_NORMALIZATIONS = (None, "per_image", "per_image_percentile")
+# `input_normalization` names and their first layers.
+INPUT_NORMALIZATION_LAYERS = {"per_image": blocks.PerImageStandardization,
+                              "per_image_percentile": blocks.PercentileAndStandardization}
+INPUT_NORMALIZATIONS = (None, *INPUT_NORMALIZATION_LAYERS)
 BACKBONE_DEPTH = 5  # a backbone's skips are at strides 2, 4, 8, 16 and 32
 
 
@@ -142,10 +145,8 @@ def build_unet(
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
-    if input_normalization == "per_image":
-        x = blocks.PerImageStandardization(name="input_norm")(x)
-    elif input_normalization == "per_image_percentile":
-        x = blocks.PercentileAndStandardization(name="input_norm")(x)
+    if input_normalization is not None:
+        x = INPUT_NORMALIZATION_LAYERS[input_normalization](name="input_norm")(x)
     if backbone is None:
         # Contracting path: levels 1..depth, then the bottleneck.
         x, skips = _encoder(x, filters, depth, rate("encoder"), conv_kwargs)
