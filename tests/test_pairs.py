@@ -66,6 +66,19 @@ def test_binary_0_255_masks_hint_at_foreground_value(tmp_path):
     assert set(counts) == {0, 1}
 
 
+def test_binary_0_255_masks_read_with_a_label_map_are_refused_not_read_as_ignore(tmp_path):
+    """With labels.txt and no foreground value, 255 is ignore: the foreground
+    would vanish from training and scoring without a word."""
+    root = make_pairs(tmp_path / "d", mask_values=(0, 255))
+    with pytest.raises(DatasetError, match=r"masks: no mask has a pixel of any class but 0 "
+                                           r"\(_background_\).*--foreground-value 255"):
+        check_dataset(load_dataset(root))
+    assert set(check_dataset(load_dataset(root, foreground_value=255))) == {0, 1}
+    # Ignore regions beside real classes are what 255 is for.
+    save_mask(root / "masks" / "p0.png", np.ones((16, 20), np.uint8))
+    assert set(check_dataset(load_dataset(root))) == {0, 1}
+
+
 def test_unreadable_image_names_the_file(tmp_path):
     root = make_pairs(tmp_path / "d")
     (root / "images" / "p3.jpg").write_bytes(b"not an image")

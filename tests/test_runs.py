@@ -153,3 +153,21 @@ def test_a_run_keeps_its_recorded_split_when_the_dataset_grows(tiny_nuclei, tmp_
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == recorded
     val, _ = evaluation_pairs(tmp_path / "run" / "checkpoints" / "best.keras", split="val")
     assert val.stems == recorded["val"] and "000_new" not in val.stems
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_it_made(tmp_path):
+    """Bad data is found after the lock is taken: no empty run folder stays."""
+    made = RunFolder(tmp_path / "new" / "run")
+    with pytest.raises(ValueError), made.lock():
+        raise ValueError("bad data")
+    assert not made.path.exists() and (tmp_path / "new").is_dir()
+    # A folder the user made is theirs, empty or not.
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ValueError), RunFolder(tmp_path / "mine").lock():
+        raise ValueError("bad data")
+    assert (tmp_path / "mine").is_dir()
+    # A run that wrote something keeps its folder.
+    kept = RunFolder(tmp_path / "kept")
+    with kept.lock():
+        (kept.path / "config.json").write_text("{}")
+    assert (kept.path / "config.json").is_file()

@@ -218,7 +218,9 @@ def check_dataset(dataset: Dataset, *, instances: bool = False) -> dict[int, int
         DatasetError: Naming each bad file (the first ten) and what is wrong:
             an unreadable image or mask, a lossy (JPEG) mask, a mask of
             another size than its image, mask values outside the label map,
-            a missing or mismatched instance mask.
+            a missing or mismatched instance mask; or masks with no pixel of
+            any class but 0 beside ignored ones (binary 0/255 masks read
+            without `foreground_value`).
     """
     if instances and not dataset.instances:
         raise DatasetError(
@@ -238,6 +240,17 @@ def check_dataset(dataset: Dataset, *, instances: bool = False) -> dict[int, int
         raise DatasetError(
             f"{len(problems)} of {len(dataset.masks)} image/mask pairs cannot be used:\n  "
             + "\n  ".join(shown) + more
+        )
+    if counts[IGNORE_ID] and not counts[1:IGNORE_ID].any() and dataset.foreground_value is None:
+        # Binary 0/255 masks read with a label map: 255 is ignore, so the
+        # foreground would silently vanish from training and scoring.
+        void = "" if dataset.ignore_index is None else f" and the void id {dataset.ignore_index}"
+        raise DatasetError(
+            f"{Path(dataset.masks[0]).parent}: no mask has a pixel of any class but 0 "
+            f"({dataset.names[0]}); every other pixel is 255{void}, which is ignored, so "
+            "there would be nothing but background to learn or score. Binary masks with "
+            "the foreground stored as 255: give --foreground-value 255 (config key "
+            "foreground_value)"
         )
     counts[IGNORE_ID] = 0
     return {i: int(n) for i, n in enumerate(counts) if n}

@@ -155,13 +155,16 @@ class RunFolder:
         """Holds the folder for one training process (an OS file lock).
 
         The lock goes with the process: a killed run leaves no stale lock.
-        The lock file says who holds it.
+        The lock file says who holds it. A folder this call created and the
+        run left empty (bad data found before any file was written) is
+        removed again.
 
         Raises:
             RunFolderError: If another process holds the folder, naming it.
         """
         import fcntl
 
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -179,6 +182,10 @@ class RunFolder:
             yield
         finally:
             os.close(fd)  # releases the lock
+            if created and [p.name for p in self.path.iterdir()] == [self.lock_file.name]:
+                with contextlib.suppress(OSError):
+                    self.lock_file.unlink()
+                    self.path.rmdir()
 
     def read_state(self) -> RunState | None:
         """The committed state, or `None` for a folder where no epoch was done.
