@@ -51,7 +51,7 @@ SAMPLE_TRAINING = dict(
     steps_per_epoch=25,
     lr=1e-4,
     model={"filters": 16, "depth": 4, "normalization": "batch",
-           "input_normalization": "per_image"},
+           "input_normalization": "per_image_percentile"},
     augment=dict(STAIN_AUGMENTATION),
     early_stopping=0,
 )

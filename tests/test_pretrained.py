@@ -16,7 +16,7 @@ from keras_unet.inference.predict import load_keras_model, load_predictor
 from keras_unet.models import pretrained
 from keras_unet.models.model import build_unet
 from keras_unet.quickstart import SAMPLE_DATASET, SAMPLE_TRAINING, read_groups
-from keras_unet.training.config import TrainConfig, absolute_paths
+from keras_unet.training.config import ConfigError, TrainConfig, absolute_paths
 from keras_unet.training.train import initialize_from, load_training_data
 
 NAME = "nuclei_dsb2018"
@@ -75,6 +75,33 @@ def test_fine_tuning_by_name_starts_from_the_bundled_weights():
     for new, old in zip(model.weights, bundled.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new),
                                       keras.ops.convert_to_numpy(old))
+
+
+def test_fine_tuning_with_other_model_options_names_them_and_keeps_no_run(tiny_nuclei,
+                                                                          tmp_path, capsys):
+    """`--input-normalization per_image` (the bundled model's option until
+    2026-12-04) gives the same layer names and, for most layers, the same
+    shapes: the error names the option and its value, not a layer's shape."""
+    code = main(["train", "--data", str(tiny_nuclei), "--work-dir", str(tmp_path / "run"),
+                 "--init-from", NAME, "--target", "instances", "--filters", "16",
+                 "--depth", "4", "--normalization", "batch",
+                 "--input-normalization", "per_image", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--crop-size", "64", "--no-tensorboard"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert ("it was built with input_normalization='per_image_percentile', this model with "
+            "input_normalization='per_image'") in err and "--input-normalization" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fine_tuning_may_change_what_the_weights_do_not_depend_on():
+    options = dict(SAMPLE_TRAINING["model"], dropout=0.2)
+    model = build_unet((None, None, 3), 3, **options)
+    initialize_from(model, NAME, ["_background_", "nucleus"], "instances", options)
+    other = dict(options, depth=3)
+    with pytest.raises(ConfigError, match=r"built with depth=4, this model with depth=3"):
+        initialize_from(build_unet((None, None, 3), 3, **other), NAME,
+                        ["_background_", "nucleus"], "instances", other)
 
 
 def test_the_bundled_model_beats_the_otsu_baselines_on_the_samples_held_out_images(

@@ -469,6 +469,12 @@ def test_fine_tuning_with_a_new_class_gets_a_new_head_and_other_maps_are_refused
     wider = tiny_config(tiny_nuclei, tmp_path / "fourth", epochs=1,
                         init_from=str(tmp_path / "first"),
                         model={**TINY_MODEL, "filters": 8})
+    with pytest.raises(ConfigError, match=r"built with filters=4, this model with filters=8"):
+        train(wider)
+    assert not (tmp_path / "fourth").exists()  # refused before the folder was made
+    # A bare .keras file records no options: its layers' shapes are compared.
+    shutil.copy(tmp_path / "first" / "checkpoints" / "best.keras", tmp_path / "bare.keras")
+    wider.init_from = str(tmp_path / "bare.keras")
     with pytest.raises(ConfigError, match=r"layer 'enc1_conv1' has weights of shapes"):
         train(wider)
 

@@ -6,9 +6,9 @@ trained on and how, its scores from a `bench_accuracy.py` result, and the
 SHA-256 of `model.keras`. The bundled nucleus model was made with
 
     python benchmarks/bench_accuracy.py --modes instances --exclude datasets/nuclei \
-        --tag pretrain
+        --object-size auto --tag pretrain
     python tools/bundle_pretrained.py runs/bench_accuracy/cpu-pretrain/instances \
-        nuclei_dsb2018 --scores benchmarks/results/accuracy_pretrain.json \
+        nuclei_dsb2018 --scores benchmarks/results/accuracy_pretrain_object_size_auto.json \
         --description "..."   (the text in its card.json)
 """
 

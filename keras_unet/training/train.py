@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -281,6 +282,8 @@ def train(
             good epoch).
     """
     config.validate()
+    if config.init_from:  # before the run folder holds anything
+        check_init_options(config.init_from, config.model)
     strategy = select_strategy()
     chief = _is_chief(strategy)
     run_dir = Path(config.work_dir)
@@ -621,7 +624,53 @@ def _epochs_in_budget(config, model, compile_model, training_stream, steps, vali
     return epochs
 
 
-def initialize_from(model, source: str | os.PathLike, names: list[str], target: str) -> None:
+# The `build_unet` options an earlier model's weights depend on: fine-tuning
+# needs the same (dropout, freezing and initializers may change).
+WEIGHT_OPTIONS = ("filters", "depth", "convs_per_block", "kernel_size", "padding",
+                  "normalization", "upsampling", "attention", "residual",
+                  "input_normalization", "backbone")
+
+
+def _other_build_options(recorded: dict, options: dict) -> dict:
+    """`{key: (recorded value, this value)}` of the `WEIGHT_OPTIONS` where this
+    run's `build_unet` options (defaults filled in) differ from the ones an
+    earlier run or bundled model recorded."""
+    defaults = {key: parameter.default
+                for key, parameter in inspect.signature(build_unet).parameters.items()}
+    pairs = {key: (recorded.get(key, defaults[key]), options.get(key, defaults[key]))
+             for key in WEIGHT_OPTIONS}
+    return {key: pair for key, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def check_init_options(source: str | os.PathLike, options: dict) -> None:
+    """Checks that a model to fine-tune was built with `options`.
+
+    Args:
+        source: As for `initialize_from`.
+        options: This run's `build_unet` options (`TrainConfig.model`).
+
+    Raises:
+        ConfigError: Naming each of the `WEIGHT_OPTIONS` that differs from
+            what the earlier run's `config.json` or the bundled model's
+            card records (nothing is checked where neither records them).
+    """
+    source = pretrained.resolve(source)
+    recorded = model_config(RunFolder(source).best if source.is_dir() else source)
+    if not isinstance(recorded.get("model"), dict):
+        return
+    differ = _other_build_options(recorded["model"], options)
+    if differ:
+        raise ConfigError(
+            f"--init-from {source}: it was built with "
+            + ", ".join(f"{key}={old!r}" for key, (old, _) in differ.items())
+            + ", this model with "
+            + ", ".join(f"{key}={new!r}" for key, (_, new) in differ.items())
+            + "; build this one with the same model options (the flags of those names, "
+            f"e.g. --{next(iter(differ)).replace('_', '-')}, or config key model)")
+
+
+def initialize_from(model, source: str | os.PathLike, names: list[str], target: str,
+                    options: dict | None = None) -> None:
     """Starts `model` from the weights of an earlier model (fine-tuning).
 
     Args:
@@ -630,11 +679,14 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             name of a bundled model (`keras_unet.models.pretrained`).
         names: This dataset's class names.
         target: This run's target.
+        options: The `build_unet` options `model` was built with
+            (`TrainConfig.model`), checked first (`check_init_options`).
 
     Raises:
         ConfigError: If the earlier model cannot be read, its label map is
-            not this one or a prefix of it, or its layers differ (other
-            build options).
+            not this one or a prefix of it, or it was built with other
+            options (named where its run or card records them) or has other
+            layers.
     """
     source = pretrained.resolve(source)
     path = RunFolder(source).best if source.is_dir() else source
@@ -648,6 +700,8 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             raise ConfigError(
                 f"--init-from {source}: its classes {earlier_names} are not this dataset's "
                 f"{names} (nor a prefix of them): the class ids would mean other things")
+    if options is not None:
+        check_init_options(source, options)
     earlier_target = model_config(path).get("target") or target_from_outputs(
         earlier.output_shape[-1], earlier_names)
     # The head is reused only where every output channel means the same.
