@@ -103,6 +103,38 @@ def test_the_page_computes_predicts_mask_in_a_real_browser(
     page.close()
 
 
+def test_the_page_runs_the_bundled_model_and_its_percentile_sort(
+        nuclei_dataset, tmp_path, browser, serve):
+    """`nuclei_dsb2018` normalizes its input with a sort (`TOPK_V2`), an op the
+    tiny model above does not have: MediaPipe's web runtime runs it too, and
+    its class masks are `predict`'s on the same `.tflite`."""
+    code = main(["export", "nuclei_dsb2018", str(tmp_path / "x"), "--data",
+                 str(nuclei_dataset), "--precision", "float32", "--input-size", "256",
+                 "--web", str(tmp_path / "web"), "--tasks-vision", str(TASKS_VISION)])
+    assert code == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((nuclei_dataset / "images").glob("*.png"))[:2]:
+        with PIL.Image.open(path) as image:  # at the model's input size, as the page sees it
+            crop = image.convert("RGB").crop((0, 0, 256, 256))
+        crop.save(images / path.name)
+        crop.save(tmp_path / "web" / path.name)
+    predict_files(load_predictor(tmp_path / "x" / "model_float32.tflite"), images,
+                  tmp_path / "out", probabilities=True)  # as they are, as the page runs them
+    page = browser.new_page()
+    page.goto(serve(tmp_path / "web") + "/index.html")
+    page.wait_for_function("window.kerasUnet !== undefined", timeout=120_000)
+    assert page.evaluate("window.kerasUnet.error || null") is None
+    for path in sorted(images.glob("*.png")):
+        result = page.evaluate(f"window.kerasUnet.segmentUrl('{path.name}')")
+        mask = np.array(result["mask"], np.uint8).reshape(result["height"], result["width"])
+        # The page's category mask is the most likely class of each pixel
+        # (background, nucleus, boundary), before any object is read from it.
+        ours = np.load(tmp_path / "out" / "probabilities" / f"{path.stem}.npy").argmax(-1)
+        assert {0, 1, 2} <= set(np.unique(ours)) and np.mean(mask == ours) >= 0.999, path.name
+    page.close()
+
+
 def test_a_missing_web_runtime_names_the_npm_package(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
     with pytest.raises(ExportError, match="npm install @mediapipe/tasks-vision"):
