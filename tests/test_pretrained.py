@@ -17,7 +17,7 @@ from keras_unet.models import pretrained
 from keras_unet.models.model import build_unet
 from keras_unet.quickstart import SAMPLE_DATASET, SAMPLE_TRAINING, read_groups
 from keras_unet.training.config import ConfigError, TrainConfig, absolute_paths
-from keras_unet.training.train import initialize_from, load_training_data
+from keras_unet.training.train import check_init_options, initialize_from, load_training_data
 
 NAME = "nuclei_dsb2018"
 
@@ -96,12 +96,11 @@ def test_fine_tuning_with_other_model_options_names_them_and_keeps_no_run(tiny_n
 
 def test_fine_tuning_may_change_what_the_weights_do_not_depend_on():
     options = dict(SAMPLE_TRAINING["model"], dropout=0.2)
-    model = build_unet((None, None, 3), 3, **options)
-    initialize_from(model, NAME, ["_background_", "nucleus"], "instances", options)
-    other = dict(options, depth=3)
+    check_init_options(NAME, options)
+    initialize_from(build_unet((None, None, 3), 3, **options), NAME,
+                    ["_background_", "nucleus"], "instances")
     with pytest.raises(ConfigError, match=r"built with depth=4, this model with depth=3"):
-        initialize_from(build_unet((None, None, 3), 3, **other), NAME,
-                        ["_background_", "nucleus"], "instances", other)
+        check_init_options(NAME, dict(options, depth=3))
 
 
 def test_the_bundled_model_beats_the_otsu_baselines_on_the_samples_held_out_images(

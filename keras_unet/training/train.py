@@ -642,6 +642,13 @@ def _other_build_options(recorded: dict, options: dict) -> dict:
     return {key: pair for key, pair in pairs.items() if pair[0] != pair[1]}
 
 
+def _init_model(source: str | os.PathLike) -> tuple[Path, Path]:
+    """`(source, .keras file)` of `--init-from`: a bundled name resolved, a
+    run folder's `best.keras`."""
+    source = pretrained.resolve(source)
+    return source, RunFolder(source).best if source.is_dir() else source
+
+
 def check_init_options(source: str | os.PathLike, options: dict) -> None:
     """Checks that a model to fine-tune was built with `options`.
 
@@ -654,8 +661,8 @@ def check_init_options(source: str | os.PathLike, options: dict) -> None:
             what the earlier run's `config.json` or the bundled model's
             card records (nothing is checked where neither records them).
     """
-    source = pretrained.resolve(source)
-    recorded = model_config(RunFolder(source).best if source.is_dir() else source)
+    source, path = _init_model(source)
+    recorded = model_config(path)
     if not isinstance(recorded.get("model"), dict):
         return
     differ = _other_build_options(recorded["model"], options)
@@ -669,8 +676,7 @@ def check_init_options(source: str | os.PathLike, options: dict) -> None:
             f"e.g. --{next(iter(differ)).replace('_', '-')}, or config key model)")
 
 
-def initialize_from(model, source: str | os.PathLike, names: list[str], target: str,
-                    options: dict | None = None) -> None:
+def initialize_from(model, source: str | os.PathLike, names: list[str], target: str) -> None:
     """Starts `model` from the weights of an earlier model (fine-tuning).
 
     Args:
@@ -679,17 +685,14 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             name of a bundled model (`keras_unet.models.pretrained`).
         names: This dataset's class names.
         target: This run's target.
-        options: The `build_unet` options `model` was built with
-            (`TrainConfig.model`), checked first (`check_init_options`).
 
     Raises:
         ConfigError: If the earlier model cannot be read, its label map is
-            not this one or a prefix of it, or it was built with other
-            options (named where its run or card records them) or has other
-            layers.
+            not this one or a prefix of it, or its layers differ (other
+            build options; `check_init_options` names them where the earlier
+            run or card records them).
     """
-    source = pretrained.resolve(source)
-    path = RunFolder(source).best if source.is_dir() else source
+    source, path = _init_model(source)
     try:
         earlier = load_keras_model(path)
         earlier_names, _ = find_labels(path)
@@ -700,8 +703,6 @@ def initialize_from(model, source: str | os.PathLike, names: list[str], target: 
             raise ConfigError(
                 f"--init-from {source}: its classes {earlier_names} are not this dataset's "
                 f"{names} (nor a prefix of them): the class ids would mean other things")
-    if options is not None:
-        check_init_options(source, options)
     earlier_target = model_config(path).get("target") or target_from_outputs(
         earlier.output_shape[-1], earlier_names)
     # The head is reused only where every output channel means the same.
