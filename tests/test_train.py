@@ -632,6 +632,20 @@ class HeadProbe(keras.callbacks.Callback):
         self.seen["enc1"] = self.model.get_layer("enc1_conv1").get_weights()[0].copy()
 
 
+def test_a_missing_model_to_fine_tune_is_named_before_the_run_folder_is_made(
+        tiny_nuclei, tmp_path):
+    from keras_unet.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--init-from .*nowhere\.keras: no such file"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
+                          init_from=str(tmp_path / "nowhere.keras")))
+    (tmp_path / "unfinished").mkdir()  # a run folder where no epoch finished
+    with pytest.raises(ConfigError, match=r"this run folder has no best\.keras"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
+                          init_from=str(tmp_path / "unfinished")))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_model_without_a_label_map_is_not_trusted_with_its_head(tiny_nuclei, tmp_path,
                                                                    caplog):
     import shutil

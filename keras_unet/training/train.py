@@ -644,9 +644,14 @@ def _other_build_options(recorded: dict, options: dict) -> dict:
 
 def _init_model(source: str | os.PathLike) -> tuple[Path, Path]:
     """`(source, .keras file)` of `--init-from`: a bundled name resolved, a
-    run folder's `best.keras`."""
+    run folder's `best.keras`; a `ConfigError` when that file is missing."""
     source = pretrained.resolve(source)
-    return source, RunFolder(source).best if source.is_dir() else source
+    path = RunFolder(source).best if source.is_dir() else source
+    if not path.is_file():
+        where = f"this run folder has no {path.name} (no epoch finished)" if source.is_dir() \
+            else "no such file or folder (a .keras file, a run folder or a bundled model name)"
+        raise ConfigError(f"--init-from {source}: {where}")
+    return source, path
 
 
 def check_init_options(source: str | os.PathLike, options: dict) -> None:
