@@ -12,8 +12,8 @@ the numbers in `docs/benchmarks/` were measured with:
   a 2-pixel boundary. About 26 minutes on 2 cores in bfloat16 (`auto` on
   CPUs that have it), twice the 12 x 250 steps' 20 minutes in float32;
   DSB2018 validation fg Dice 0.927, image Dice 0.907, mean AP 0.562 (the
-  bundled `nuclei_dsb2018`, one seed; 12 x 250 steps with per-image
-  standardization: 0.922 / 0.900 / 0.536).
+  bundled `nuclei_dsb2018`, seed 0; seed 1: 0.927 / 0.902 / 0.543; 12 x 250
+  steps with per-image standardization: 0.922 / 0.900 / 0.536).
 - `nuclei-gpu`: the same, wider and longer (32 filters, 256-pixel crops,
   100 x 100 steps of 16). Not measured yet.
 - `street-cpu`: street scenes and other many-class datasets
