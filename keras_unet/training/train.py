@@ -647,10 +647,12 @@ def _init_model(source: str | os.PathLike) -> tuple[Path, Path]:
     run folder's `best.keras`; a `ConfigError` when that file is missing."""
     source = pretrained.resolve(source)
     path = RunFolder(source).best if source.is_dir() else source
+    if source.is_dir() and not path.is_file():
+        raise ConfigError(f"--init-from {source}: this run folder has no {path.name} "
+                          "(no epoch finished)")
     if not path.is_file():
-        where = f"this run folder has no {path.name} (no epoch finished)" if source.is_dir() \
-            else "no such file or folder (a .keras file, a run folder or a bundled model name)"
-        raise ConfigError(f"--init-from {source}: {where}")
+        raise ConfigError(f"--init-from {source}: no such file or folder (a .keras file, a "
+                          "run folder or a bundled model name)")
     return source, path
 
 
