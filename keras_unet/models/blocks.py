@@ -94,7 +94,10 @@ class PercentileAndStandardization(PerImageStandardization):
     nearest-neighbour sample of the image (exact pixel values): sorting a
     whole image (`TOPK_V2` in TFLite) costs more than the U-Net itself at
     256 x 256 (56 ms against 3.9 ms for the 64 x 64 sample, LiteRT, 2
-    threads).
+    threads). Each percentile is one order statistic of the sample, taken
+    with a `top_k` of the few values beyond it (124 and 26 of the 12,288 of
+    a 64 x 64 RGB sample) rather than by sorting the sample: the same
+    values, 0.14 ms instead of 1.17 ms in LiteRT (2 threads, AVX-512).
 
     Args:
         low: Percentile mapped to 0.
@@ -111,10 +114,18 @@ class PercentileAndStandardization(PerImageStandardization):
         sample = keras.ops.image.resize(x, (self.sample_size, self.sample_size),
                                         interpolation="nearest")
         count = self.sample_size**2 * x.shape[-1]
-        ordered = keras.ops.sort(keras.ops.reshape(sample, (-1, count)))
+        values = keras.ops.reshape(sample, (-1, count))
 
         def percentile(q):
-            return keras.ops.reshape(ordered[:, round((count - 1) * q / 100)], (-1, 1, 1, 1))
+            # The value at `rank` in ascending order ("nearest" percentile),
+            # from the shorter end: the k-th smallest is minus the k-th
+            # largest of the negated values.
+            rank = round((count - 1) * q / 100)
+            if rank < count // 2:
+                value = -keras.ops.top_k(-values, rank + 1)[0][:, rank]
+            else:
+                value = keras.ops.top_k(values, count - rank)[0][:, count - rank - 1]
+            return keras.ops.reshape(value, (-1, 1, 1, 1))
 
         low, high = percentile(self.low), percentile(self.high)
         scaled = (x - low) / keras.ops.maximum(high - low, self.min_std)
