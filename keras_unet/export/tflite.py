@@ -138,6 +138,10 @@ def convert(
 ) -> bytes:
     """Converts a (batch-1) Keras model to a TFLite flatbuffer.
 
+    What is converted is `keras_unet.export.graph.litert_graph(model)`: the
+    same values, with the ops LiteRT runs slowly replaced by equivalent ones
+    (a U-Net's up-convolutions become `CONV_2D` and `DEPTH_TO_SPACE`).
+
     Args:
         model: Keras model, e.g. from `fixed_size_model`.
         precision: One of `PRECISIONS`.
@@ -155,10 +159,13 @@ def convert(
     """
     import tensorflow as tf
 
+    from keras_unet.export.graph import litert_graph
+
     if precision not in PRECISIONS:
         raise ExportError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if io_type not in IO_TYPES:
         raise ExportError(f"io_type={io_type!r}: expected one of {', '.join(IO_TYPES)}")
+    model = litert_graph(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision != "float32":
