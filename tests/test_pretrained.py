@@ -17,7 +17,7 @@ from keras_unet.models import pretrained
 from keras_unet.models.model import build_unet
 from keras_unet.quickstart import SAMPLE_DATASET, SAMPLE_TRAINING, read_groups
 from keras_unet.training.config import ConfigError, TrainConfig, absolute_paths
-from keras_unet.training.train import check_init_options, initialize_from, load_training_data
+from keras_unet.training.train import initialize_from, load_init_model, load_training_data
 
 NAME = "nuclei_dsb2018"
 
@@ -70,7 +70,8 @@ def test_a_bundled_name_survives_the_saved_config(tmp_path, monkeypatch):
 
 def test_fine_tuning_by_name_starts_from_the_bundled_weights():
     model = build_unet((None, None, 3), 3, **SAMPLE_TRAINING["model"])
-    initialize_from(model, NAME, ["_background_", "nucleus"], "instances")
+    initialize_from(model, load_init_model(NAME, SAMPLE_TRAINING["model"]),
+                    ["_background_", "nucleus"], "instances")
     bundled = load_keras_model(pretrained.model_path(NAME))
     for new, old in zip(model.weights, bundled.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new),
@@ -96,11 +97,10 @@ def test_fine_tuning_with_other_model_options_names_them_and_keeps_no_run(tiny_n
 
 def test_fine_tuning_may_change_what_the_weights_do_not_depend_on():
     options = dict(SAMPLE_TRAINING["model"], dropout=0.2)
-    check_init_options(NAME, options)
-    initialize_from(build_unet((None, None, 3), 3, **options), NAME,
+    initialize_from(build_unet((None, None, 3), 3, **options), load_init_model(NAME, options),
                     ["_background_", "nucleus"], "instances")
     with pytest.raises(ConfigError, match=r"built with depth=4, this model with depth=3"):
-        check_init_options(NAME, dict(options, depth=3))
+        load_init_model(NAME, dict(options, depth=3))
 
 
 def test_the_bundled_model_beats_the_otsu_baselines_on_the_samples_held_out_images(

@@ -634,15 +634,26 @@ class HeadProbe(keras.callbacks.Callback):
 
 def test_a_missing_model_to_fine_tune_is_named_before_the_run_folder_is_made(
         tiny_nuclei, tmp_path):
+    from keras_unet.models import pretrained
     from keras_unet.training.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"--init-from .*nowhere\.keras: no such file"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
                           init_from=str(tmp_path / "nowhere.keras")))
     (tmp_path / "unfinished").mkdir()  # a run folder where no epoch finished
+    (tmp_path / "unfinished" / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"this run folder has no best\.keras"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
                           init_from=str(tmp_path / "unfinished")))
+    (tmp_path / "photos").mkdir()  # any other folder
+    with pytest.raises(ConfigError, match=r"photos: not a training run folder \(no config"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
+                          init_from=str(tmp_path / "photos")))
+    # A .keras file cut short (a copy interrupted): its name and what is wrong.
+    truncated = tmp_path / "broken.keras"
+    truncated.write_bytes(pretrained.model_path("nuclei_dsb2018").read_bytes()[:5000])
+    with pytest.raises(ConfigError, match=r"broken\.keras: not a valid \.keras model file"):
+        train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1, init_from=str(truncated)))
     assert not (tmp_path / "run").exists()
 
 

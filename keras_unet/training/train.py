@@ -282,14 +282,15 @@ def train(
             good epoch).
     """
     config.validate()
-    if config.init_from:  # before the run folder holds anything
-        check_init_options(config.init_from, config.model)
+    # Read before the run folder holds anything.
+    earlier = load_init_model(config.init_from, config.model) if config.init_from else None
     strategy = select_strategy()
     chief = _is_chief(strategy)
     run_dir = Path(config.work_dir)
     run = RunFolder(run_dir if chief else run_dir / f"worker-{strategy.cluster_resolver.task_id}")
     with run.lock(), _op_determinism(config.deterministic):  # one process per folder
-        return _train_locked(config, run, run_dir, strategy, chief, extra_callbacks, force)
+        return _train_locked(config, run, run_dir, strategy, chief, extra_callbacks, force,
+                             earlier)
 
 
 @contextlib.contextmanager
@@ -312,7 +313,8 @@ def _op_determinism(enabled: bool):
 
 
 def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, chief: bool,
-                  extra_callbacks: list | None, force: bool) -> TrainResult:
+                  extra_callbacks: list | None, force: bool,
+                  earlier: InitModel | None) -> TrainResult:
     """`train` in its run folder, which this process holds."""
     state = prepare_run(run, config, force)
     if state is not None and state.finished and config.epochs <= state.epochs_done:
@@ -400,8 +402,8 @@ def _train_locked(config: TrainConfig, run: RunFolder, run_dir: Path, strategy, 
         raise ConfigError(f"model: {err}") from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    if state is None and config.init_from:
-        initialize_from(model, config.init_from, names, config.target)
+    if state is None and earlier is not None:
+        initialize_from(model, earlier, names, config.target)
 
     def compile_model(peak_lr, total_epochs):
         lr = peak_lr
@@ -642,37 +644,59 @@ def _other_build_options(recorded: dict, options: dict) -> dict:
     return {key: pair for key, pair in pairs.items() if pair[0] != pair[1]}
 
 
-def _init_model(source: str | os.PathLike) -> tuple[Path, Path]:
-    """`(source, .keras file)` of `--init-from`: a bundled name resolved, a
-    run folder's `best.keras`; a `ConfigError` when that file is missing."""
+@dataclass(frozen=True)
+class InitModel:
+    """A model to fine-tune from (`--init-from`), read before the run starts.
+
+    Attributes:
+        source: What `--init-from` named (a bundled name resolved).
+        path: Its `.keras` file.
+        model: The loaded model.
+        names: Its class names (`labels.txt` beside it), or `None`.
+    """
+
+    source: Path
+    path: Path
+    model: keras.Model
+    names: list[str] | None
+
+
+def load_init_model(source: str | os.PathLike, options: dict) -> InitModel:
+    """Reads a model to fine-tune, and checks that it was built with `options`.
+
+    `train` calls this before the run folder is written, so a wrong path, a
+    damaged file or other model options leave nothing behind.
+
+    Args:
+        source: A run folder (its `best.keras`), a `.keras` file, or the
+            name of a bundled model (`keras_unet.models.pretrained`).
+        options: This run's `build_unet` options (`TrainConfig.model`).
+
+    Returns:
+        The `InitModel`.
+
+    Raises:
+        ConfigError: If the file is missing or cannot be read as a Keras
+            model, or naming each of the `WEIGHT_OPTIONS` that differs from
+            what the earlier run's `config.json` or the bundled model's
+            card records (nothing is checked where neither records them).
+    """
     source = pretrained.resolve(source)
-    path = RunFolder(source).best if source.is_dir() else source
-    if source.is_dir() and not path.is_file():
+    folder = RunFolder(source) if source.is_dir() else None
+    path = folder.best if folder else source
+    if folder and not folder.config.is_file():
+        raise ConfigError(f"--init-from {source}: not a training run folder (no "
+                          f"{folder.config.name}): give a .keras file, a run folder or a "
+                          "bundled model name")
+    if folder and not path.is_file():
         raise ConfigError(f"--init-from {source}: this run folder has no {path.name} "
                           "(no epoch finished)")
     if not path.is_file():
         raise ConfigError(f"--init-from {source}: no such file or folder (a .keras file, a "
                           "run folder or a bundled model name)")
-    return source, path
-
-
-def check_init_options(source: str | os.PathLike, options: dict) -> None:
-    """Checks that a model to fine-tune was built with `options`.
-
-    Args:
-        source: As for `initialize_from`.
-        options: This run's `build_unet` options (`TrainConfig.model`).
-
-    Raises:
-        ConfigError: Naming each of the `WEIGHT_OPTIONS` that differs from
-            what the earlier run's `config.json` or the bundled model's
-            card records (nothing is checked where neither records them).
-    """
-    source, path = _init_model(source)
     recorded = model_config(path)
-    if not isinstance(recorded.get("model"), dict):
-        return
-    differ = _other_build_options(recorded["model"], options)
+    differ = (_other_build_options(recorded["model"], options)
+              if isinstance(recorded.get("model"), dict) else {})
     if differ:
         raise ConfigError(
             f"--init-from {source}: it was built with "
@@ -681,44 +705,44 @@ def check_init_options(source: str | os.PathLike, options: dict) -> None:
             + ", ".join(f"{key}={new!r}" for key, (_, new) in differ.items())
             + "; build this one with the same model options (the flags of those names, "
             f"e.g. --{next(iter(differ)).replace('_', '-')}, or config key model)")
+    try:
+        model = load_keras_model(path)
+        names, _ = find_labels(path)
+    except InferenceError as err:
+        raise ConfigError(f"--init-from: {err}") from None
+    return InitModel(source, path, model, names)
 
 
-def initialize_from(model, source: str | os.PathLike, names: list[str], target: str) -> None:
+def initialize_from(model, earlier: InitModel, names: list[str], target: str) -> None:
     """Starts `model` from the weights of an earlier model (fine-tuning).
 
     Args:
         model: The new model (same build options as the earlier one).
-        source: A run folder (its `best.keras`), a `.keras` file, or the
-            name of a bundled model (`keras_unet.models.pretrained`).
+        earlier: The model to start from (`load_init_model`).
         names: This dataset's class names.
         target: This run's target.
 
     Raises:
-        ConfigError: If the earlier model cannot be read, its label map is
-            not this one or a prefix of it, or its layers differ (other
-            build options; `check_init_options` names them where the earlier
-            run or card records them).
+        ConfigError: If the earlier model's label map is not this one or a
+            prefix of it, or its layers differ (other build options;
+            `load_init_model` names them where the earlier run or card
+            records them).
     """
-    source, path = _init_model(source)
-    try:
-        earlier = load_keras_model(path)
-        earlier_names, _ = find_labels(path)
-    except InferenceError as err:
-        raise ConfigError(f"--init-from: {err}") from None
+    source, path, earlier_names = earlier.source, earlier.path, earlier.names
     if earlier_names is not None:
         if earlier_names != names[:len(earlier_names)]:
             raise ConfigError(
                 f"--init-from {source}: its classes {earlier_names} are not this dataset's "
                 f"{names} (nor a prefix of them): the class ids would mean other things")
     earlier_target = model_config(path).get("target") or target_from_outputs(
-        earlier.output_shape[-1], earlier_names)
+        earlier.model.output_shape[-1], earlier_names)
     # The head is reused only where every output channel means the same.
     same_head = earlier_names == names and earlier_target == target
     for layer in model.layers:
         if not layer.weights or (layer.name == "head_conv" and not same_head):
             continue
         try:
-            old = earlier.get_layer(layer.name)
+            old = earlier.model.get_layer(layer.name)
         except ValueError:
             raise ConfigError(f"--init-from {source}: it has no layer {layer.name!r}; build "
                               "the new model with the same model options") from None
