@@ -9,7 +9,10 @@
    Runtime's nearest one. One more ONNX Runtime float32 row runs without
    its NCHWc layout transform (graph optimizations "extended", not "all"):
    the blocked-layout direct convolutions of its MLAS library are what put
-   it ahead of LiteRT's XNNPACK in float32 on AVX-512 CPUs.
+   it ahead of LiteRT's XNNPACK in float32 on AVX-512 CPUs. One more
+   LiteRT float32 row converts the model without the export's rewrite of
+   its up-convolutions (`keras_unet.export.graph`: `TRANSPOSE_CONV` kept),
+   to show what the rewrite buys.
 2. A 4096x4096 image predicted by 256x256 tiles (`predict_image`, the
    `predict` command's path) with the `.keras` and the `.tflite` float32 and
    int8 models, against the `.keras` model on the whole image at once: wall
@@ -23,6 +26,8 @@ normalization), calibrated and verified on the bundled sample.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -45,10 +50,13 @@ LARGE = 4096
 
 def export_models(folder: Path, threads: int) -> dict:
     """`{size: {case: path}}` of the exported models."""
+    import keras
+    import tensorflow as tf
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from keras_unet import labelme_to_masks
-    from keras_unet.export import export_run
+    from keras_unet.export import export_run, fixed_size_model
+    from keras_unet.models import pretrained
 
     data = folder / "data"
     labelme_to_masks(REPO / "datasets" / "nuclei", data)
@@ -59,8 +67,14 @@ def export_models(folder: Path, threads: int) -> dict:
                    formats=("onnx",), input_size=size, num_threads=threads, latency_runs=0)
         quantize_dynamic(str(out / "model.onnx"), str(out / "model_dynamic_int8.onnx"),
                          weight_type=QuantType.QInt8)
+        unrewritten = out / "model_float32_transpose_conv.tflite"
+        model = keras.models.load_model(pretrained.model_path(MODEL), compile=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter's signature dump
+            unrewritten.write_bytes(tf.lite.TFLiteConverter.from_keras_model(
+                fixed_size_model(model, size)).convert())
         models[name] = {
             **{f"litert {p}": out / f"model_{p}.tflite" for p in ("float32", "float16", "int8")},
+            "litert float32 TRANSPOSE_CONV": unrewritten,
             "onnxruntime float32": out / "model.onnx",
             "onnxruntime float32 no NCHWc": out / "model.onnx",
             "onnxruntime dynamic int8": out / "model_dynamic_int8.onnx",

@@ -1,6 +1,8 @@
 """Export to TFLite (LiteRT) and other formats, verified against Keras.
 
 - `tflite`: conversion at every precision and its verification.
+- `graph`: exact rewrites of a model into the ops LiteRT runs fastest, which
+  the conversion applies.
 - `verify`: agreement of an exported model with Keras, and latency.
 - `web`: a static page that runs the model with MediaPipe Tasks for the web.
 
