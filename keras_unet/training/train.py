@@ -653,12 +653,15 @@ class InitModel:
         path: Its `.keras` file.
         model: The loaded model.
         names: Its class names (`labels.txt` beside it), or `None`.
+        recorded: What its run's `config.json` or its card records
+            (`keras_unet.inference.predict.model_config`).
     """
 
     source: Path
     path: Path
     model: keras.Model
     names: list[str] | None
+    recorded: dict
 
 
 def load_init_model(source: str | os.PathLike, options: dict) -> InitModel:
@@ -710,7 +713,7 @@ def load_init_model(source: str | os.PathLike, options: dict) -> InitModel:
         names, _ = find_labels(path)
     except InferenceError as err:
         raise ConfigError(f"--init-from: {err}") from None
-    return InitModel(source, path, model, names)
+    return InitModel(source, path, model, names, recorded)
 
 
 def initialize_from(model, earlier: InitModel, names: list[str], target: str) -> None:
@@ -734,7 +737,7 @@ def initialize_from(model, earlier: InitModel, names: list[str], target: str) ->
             raise ConfigError(
                 f"--init-from {source}: its classes {earlier_names} are not this dataset's "
                 f"{names} (nor a prefix of them): the class ids would mean other things")
-    earlier_target = model_config(path).get("target") or target_from_outputs(
+    earlier_target = earlier.recorded.get("target") or target_from_outputs(
         earlier.model.output_shape[-1], earlier_names)
     # The head is reused only where every output channel means the same.
     same_head = earlier_names == names and earlier_target == target
