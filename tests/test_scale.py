@@ -169,8 +169,50 @@ def test_a_given_size_needs_no_first_pass():
 
 def test_an_image_without_objects_keeps_its_first_prediction():
     image = np.zeros((64, 64, 1), np.float32)
-    probabilities, factor = predict_at_object_size(as_probabilities, image, MODEL, "auto")
+    seen = []
+    probabilities, factor = predict_at_object_size(
+        lambda x: seen.append(x.shape[:2]) or as_probabilities(x), image, MODEL, "auto")
     assert factor == 1.0 and probabilities.shape == (64, 64, 2)
+    assert seen == [(64, 64), (128, 128)]  # it looked closer once, and found nothing
+
+
+def specks(size: int, diameter: float, count: int = 5) -> np.ndarray:
+    """`(size, size, 1)`: `count` discs of `diameter` in a row."""
+    image = np.zeros((size, size), bool)
+    y, x = np.mgrid[:size, :size]
+    for i in range(count):
+        image |= (y - size / 2) ** 2 + (x - (i + 0.5) * size / count) ** 2 <= (diameter / 2) ** 2
+    return image.astype(np.float32)[..., None]
+
+
+def blind_below(pixels: int):
+    """A 'model' that finds nothing in an image smaller than `pixels` across
+    (objects too small to see), and the brightness as foreground otherwise."""
+    seen = []
+
+    def predict(x):
+        seen.append(x.shape[0])
+        return as_probabilities(x if x.shape[0] >= pixels else np.zeros_like(x))
+
+    return predict, seen
+
+
+@pytest.mark.parametrize("diameter, predictions, expected", [
+    (5.0, 3, 20 / 5),  # enlarged to the training size (20 px) after the probe
+    (8.0, 3, 20 / 8),
+    (16.0, 2, 2.0),  # near the training size: the probe that found them is kept
+])
+def test_objects_too_small_to_be_found_at_all_are_looked_for_closer(diameter, predictions,
+                                                                     expected):
+    image = specks(100, diameter)
+    predict, seen = blind_below(200)
+    probabilities, factor = predict_at_object_size(predict, image, MODEL, "auto")
+    assert seen[:2] == [100, 200] and len(seen) == predictions  # first pass, probe at 2x
+    assert factor == pytest.approx(expected, rel=0.05)
+    found = label_instances(probabilities, "semantic")[0]
+    assert found.max() == 5 and probabilities.shape == (100, 100, 2)
+    truth = image[..., 0] > 0.5
+    assert ((found > 0) & truth).sum() / ((found > 0) | truth).sum() > 0.7
 
 
 def test_predict_refuses_an_object_size_for_a_model_that_records_none():

@@ -19,6 +19,11 @@ validation images, the first pass's plain median was more than 1.4x off the
 true one on 8 images (e.g. 23 px for 38 px nuclei on a dim image), its
 area-weighted median 1.4x off the true area-weighted one on 3. Within
 `TOLERANCE` of the training size the first prediction is kept as it is.
+Where the first prediction finds no object at all, the objects may be too
+small for the model to see: `"auto"` looks `PROBE_FACTOR` closer once and
+estimates their size there (on the DSB2018 validation images at half size,
+9 images of tiny nuclei went from fg Dice 0.00-0.01 to 0.69-0.90 with it,
+and no image changed at their own or at double size).
 
 With `"auto"`, shrinking is tried first and kept only where the shrunk
 prediction is the more confident of the two (`foreground_confidence`);
@@ -60,6 +65,8 @@ MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 # one image); keeping the whole 10th-90th percentile training range
 # (8.6-34 px) as "in range" left half of the 0.5x cases unimproved.
 TOLERANCE = 1.4
+# Where a first prediction finds no object, "auto" looks this much closer.
+PROBE_FACTOR = 2.0
 
 
 def rescale_factor(image_size: float, training_size: float) -> float:
@@ -149,7 +156,10 @@ def predict_at_object_size(
         factor = rescale_factor(float(object_size), model_size["median_diameter"])
         return (predict(image) if factor == 1.0 else at(factor)), factor
     first = predict(image)
-    enlarge, shrink = candidate_factors(label_instances(first, target)[0], model_size)
+    found = label_instances(first, target)[0]
+    if not found.any():
+        return _look_closer(at, first, model_size, target)
+    enlarge, shrink = candidate_factors(found, model_size)
     if shrink < 1.0:
         shrunk = at(shrink)
         region = (foreground_probability(first) > 0.5) | (foreground_probability(shrunk) > 0.5)
@@ -158,6 +168,24 @@ def predict_at_object_size(
     if enlarge > 1.0:
         return at(enlarge), enlarge
     return first, 1.0
+
+
+def _look_closer(at, first: np.ndarray, model_size: dict, target: str
+                 ) -> tuple[np.ndarray, float]:
+    """`"auto"` where the first prediction found no object: the image may hold
+    objects too small for the model to see at all. They are looked for
+    `PROBE_FACTOR` closer; where the probe finds objects, their size (at the
+    image's own scale, the probe mapped back) sets the enlargement as usual,
+    and the probe itself is kept where that asks for none. Where it finds
+    nothing, the first prediction stays."""
+    probe = at(PROBE_FACTOR)
+    found = label_instances(probe, target)[0]
+    if not found.any():
+        return first, 1.0
+    enlarge, _ = candidate_factors(found, model_size)
+    if enlarge == 1.0:
+        return probe, PROBE_FACTOR
+    return at(enlarge), enlarge
 
 
 def rescale_rule() -> dict:
@@ -175,5 +203,11 @@ def rescale_rule() -> dict:
                       "d, unless within tolerance); factors within [min_factor, "
                       "max_factor], probabilities resized back bilinearly; without "
                       "image_diameter, median_diameter / m decides both ways",
+            "probe_factor": PROBE_FACTOR,
+            "no_objects": "where the first prediction finds no object, predict at "
+                          "probe_factor and resize back; if that finds objects, enlarge by "
+                          "median_diameter / m of those (m at the image's own size) where "
+                          "it is above tolerance, else keep the probe (factor "
+                          "probe_factor); if it finds none, 1",
             "confidence": "the mean |p_foreground - 0.5| over the pixels either prediction "
                           "calls foreground (p_foreground > 0.5)"}
