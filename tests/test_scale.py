@@ -338,7 +338,7 @@ def annotated_objects(name: str) -> np.ndarray:
     """The sample image's annotated nuclei (its LabelMe file), as object ids."""
     annotation = read_annotation(REPO / "datasets" / "nuclei" / f"{name}.json")
     _, instances = rasterize(annotation.shapes, annotation.height, annotation.width,
-                             {"nucleus": 1, "__ignore__": 255})
+                             {"_background_": 0, "nucleus": 1, "__ignore__": 255})
     return instances
 
 
@@ -347,31 +347,62 @@ def found(truth: np.ndarray, ids: np.ndarray) -> int:
     return object_scores(truth, ids).tp
 
 
+def views(predictor, name: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`(annotated nuclei, objects at 1x, {view: objects mapped back to 1x})`
+    of a sample image at 2x, 0.5x and 1/4 brightness, with `object_size="auto"`."""
+    image = read_image(REPO / "datasets" / "nuclei" / f"{name}.png", 3)
+    height, width = image.shape[:2]
+    reference = objects(predictor, image, object_size="auto")
+    double = objects(predictor, resize(image, 2 * height, 2 * width), object_size="auto")
+    half = objects(predictor, resize(image, height // 2, width // 2), object_size="auto")
+    dim = objects(predictor, image * 0.25, object_size="auto")
+    return annotated_objects(name), reference, {
+        "2x": double[::2, ::2],
+        "0.5x": np.kron(half, np.ones((2, 2), half.dtype))[:height, :width],
+        "1/4 brightness": dim}
+
+
 @pytest.mark.parametrize("name", SAMPLE_IMAGES)
 def test_the_bundled_model_finds_the_same_nuclei_at_half_double_and_dim(bundled, name):
     """At 0.5x, 2x and 1/4 brightness, mapped back: the nuclei that match the
-    1x prediction's agree with them (IoU >= 0.8), and at least 3/4 as many
-    annotated nuclei are found as at 1x (agreement alone would reward a 1x
-    prediction that merges nuclei as much as the others do)."""
-    image = read_image(REPO / "datasets" / "nuclei" / f"{name}.png", 3)
-    height, width = image.shape[:2]
-    truth = annotated_objects(name)
-    reference = objects(bundled, image, object_size="auto")
-    double = objects(bundled, resize(image, 2 * height, 2 * width), object_size="auto")
-    half = objects(bundled, resize(image, height // 2, width // 2), object_size="auto")
-    dim = objects(bundled, image * 0.25, object_size="auto")
-    mapped = {"2x": double[::2, ::2],
-              "0.5x": np.kron(half, np.ones((2, 2), half.dtype))[:height, :width],
-              "1/4 brightness": dim}
-    at_1x = found(truth, reference)
-    assert at_1x >= 0.5 * truth.max()  # the reference itself is sound
+    1x prediction's agree with them (IoU >= 0.8)."""
+    truth, reference, mapped = views(bundled, name)
+    assert found(truth, reference) >= 0.5 * truth.max()  # the reference itself is sound
     for view, ids in mapped.items():
         matched, iou = agreement(reference, ids)
         assert matched >= 0.6 and iou >= 0.8, (
             f"{name} at {view}: {matched:.2f} of the 1x objects matched, IoU {iou:.2f}")
-        at_view = found(truth, ids)
-        assert at_view >= 0.75 * at_1x, (
-            f"{name} at {view}: {at_view} annotated nuclei found, {at_1x} at 1x")
+
+
+def test_over_the_held_out_sample_as_many_annotated_nuclei_are_found_at_every_scale(bundled):
+    """Over the sample's 29 held-out images, each view finds at least 0.9 as
+    many annotated nuclei as the 1x prediction (agreement alone would reward
+    a 1x prediction that merges nuclei as much as the others do), matches
+    3/4 of the 1x objects, at IoU >= 0.8. Pooled, because one image is a
+    draw: over all 83 sample images, 21 (the model bundled on 2026-12-04)
+    and 22 (the one of 2026-12-07) of the 249 image views fell below a
+    per-image bar of 3/4 as many nuclei, 0.6 matched or IoU 0.8, while the
+    pooled ratios were 0.94-1.00 for both. It can fail: without rescaling
+    (`object_size` off) the 0.5x view finds 0.73 as many nuclei and matches
+    0.61 of the 1x objects."""
+    names = (REPO / "datasets" / "nuclei" / "val.txt").read_text().split()
+    at_1x, at_view = 0, {}
+    matches = {}  # view -> [(matched objects, 1x objects, summed IoU of the matches)]
+    for name in names:
+        truth, reference, mapped = views(bundled, name)
+        at_1x += found(truth, reference)
+        for view, ids in mapped.items():
+            at_view[view] = at_view.get(view, 0) + found(truth, ids)
+            matched, iou = agreement(reference, ids)
+            count = matched * reference.max()
+            matches.setdefault(view, []).append((count, reference.max(), iou * count))
+    for view, rows in matches.items():
+        matched, total, iou = np.sum(rows, axis=0)
+        assert at_view[view] >= 0.9 * at_1x, (
+            f"at {view}: {at_view[view]} annotated nuclei found, {at_1x} at 1x")
+        assert matched >= 0.75 * total and iou >= 0.8 * matched, (
+            f"at {view}: {matched / total:.2f} of the 1x objects matched, "
+            f"IoU {iou / max(matched, 1):.2f}")
 
 
 def test_without_rescaling_nuclei_at_a_third_of_the_size_are_lost(bundled):
