@@ -174,6 +174,12 @@ def test_an_image_without_objects_keeps_its_first_prediction():
         lambda x: seen.append(x.shape[:2]) or as_probabilities(x), image, MODEL, "auto")
     assert factor == 1.0 and probabilities.shape == (64, 64, 2)
     assert seen == [(64, 64), (128, 128)]  # it looked closer once, and found nothing
+    # A large image is not looked at closer (four times the memory of the first pass).
+    seen.clear()
+    large = np.zeros((2049, 2048, 1), np.float32)
+    _, factor = predict_at_object_size(
+        lambda x: seen.append(x.shape[:2]) or as_probabilities(x), large, MODEL, "auto")
+    assert factor == 1.0 and seen == [(2049, 2048)]
 
 
 def specks(size: int, diameter: float, count: int = 5) -> np.ndarray:

@@ -20,10 +20,11 @@ true one on 8 images (e.g. 23 px for 38 px nuclei on a dim image), its
 area-weighted median 1.4x off the true area-weighted one on 3. Within
 `TOLERANCE` of the training size the first prediction is kept as it is.
 Where the first prediction finds no object at all, the objects may be too
-small for the model to see: `"auto"` looks `PROBE_FACTOR` closer once and
-estimates their size there (on the DSB2018 validation images at half size,
-9 images of tiny nuclei went from fg Dice 0.00-0.01 to 0.69-0.90 with it,
-and no image changed at their own or at double size).
+small for the model to see: `"auto"` looks `PROBE_FACTOR` closer once (in
+images of up to `PROBE_MAX_PIXELS`) and estimates their size there (on the
+DSB2018 validation images at half size, 9 images of tiny nuclei went from
+fg Dice 0.00-0.01 to 0.69-0.90 with it, and no image changed at their own
+or at double size).
 
 With `"auto"`, shrinking is tried first and kept only where the shrunk
 prediction is the more confident of the two (`foreground_confidence`);
@@ -65,8 +66,13 @@ MIN_FACTOR, MAX_FACTOR = 0.25, 4.0
 # one image); keeping the whole 10th-90th percentile training range
 # (8.6-34 px) as "in range" left half of the 0.5x cases unimproved.
 TOLERANCE = 1.4
-# Where a first prediction finds no object, "auto" looks this much closer.
+# Where a first prediction finds no object, "auto" looks this much closer,
+# in images of at most PROBE_MAX_PIXELS: a larger one where nothing is found
+# is more likely empty than full of objects too small to see, and its probe
+# would need four times the memory of its first prediction (a 4096 x 4096
+# image took 7.5 GB whole with the bundled model).
 PROBE_FACTOR = 2.0
+PROBE_MAX_PIXELS = 2048 * 2048
 
 
 def rescale_factor(image_size: float, training_size: float) -> float:
@@ -158,6 +164,8 @@ def predict_at_object_size(
     first = predict(image)
     found = label_instances(first, target)[0]
     if not found.any():
+        if height * width > PROBE_MAX_PIXELS:
+            return first, 1.0
         return _look_closer(at, first, model_size, target)
     enlarge, shrink = candidate_factors(found, model_size)
     if shrink < 1.0:
@@ -204,7 +212,9 @@ def rescale_rule() -> dict:
                       "max_factor], probabilities resized back bilinearly; without "
                       "image_diameter, median_diameter / m decides both ways",
             "probe_factor": PROBE_FACTOR,
-            "no_objects": "where the first prediction finds no object, predict at "
+            "probe_max_pixels": PROBE_MAX_PIXELS,
+            "no_objects": "where the first prediction finds no object and the image has "
+                          "at most probe_max_pixels pixels, predict at "
                           "probe_factor and resize back; if that finds objects, enlarge by "
                           "median_diameter / m of those (m at the image's own size) where "
                           "it is above tolerance, else keep the probe (factor "
