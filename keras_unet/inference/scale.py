@@ -178,8 +178,8 @@ def predict_at_object_size(
     return first, 1.0
 
 
-def _look_closer(at, first: np.ndarray, model_size: dict, target: str
-                 ) -> tuple[np.ndarray, float]:
+def _look_closer(at: Callable[[float], np.ndarray], first: np.ndarray, model_size: dict,
+                 target: str) -> tuple[np.ndarray, float]:
     """`"auto"` where the first prediction found no object: the image may hold
     objects too small for the model to see at all. They are looked for
     `PROBE_FACTOR` closer; where the probe finds objects, their size (at the
