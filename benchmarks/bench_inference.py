@@ -60,6 +60,7 @@ def export_models(folder: Path, threads: int) -> dict:
 
     data = folder / "data"
     labelme_to_masks(REPO / "datasets" / "nuclei", data)
+    model = keras.models.load_model(pretrained.model_path(MODEL), compile=False)
     models = {}
     for name, size in SIZES.items():
         out = folder / name
@@ -68,7 +69,6 @@ def export_models(folder: Path, threads: int) -> dict:
         quantize_dynamic(str(out / "model.onnx"), str(out / "model_dynamic_int8.onnx"),
                          weight_type=QuantType.QInt8)
         unrewritten = out / "model_float32_transpose_conv.tflite"
-        model = keras.models.load_model(pretrained.model_path(MODEL), compile=False)
         with contextlib.redirect_stdout(io.StringIO()):  # the converter's signature dump
             unrewritten.write_bytes(tf.lite.TFLiteConverter.from_keras_model(
                 fixed_size_model(model, size)).convert())
