@@ -224,10 +224,19 @@ def test_export_refuses_bad_values(model_files, tmp_path, capsys, flag, value, m
     assert code == 2 and message in output
 
 
-def test_export_of_a_folder_that_is_not_a_run(tmp_path, capsys):
-    (tmp_path / "notes").mkdir()
-    code, output = run(["export", tmp_path / "notes", tmp_path / "out"], capsys)
+@pytest.mark.parametrize("command", [["export", "{model}", "{out}"],
+                                     ["predict", "{model}", "image.png", "{out}"],
+                                     ["evaluate", "{model}", "--output", "{out}"]])
+def test_a_folder_that_is_not_a_run_is_not_taken_for_a_model(tmp_path, capsys, command):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    args = [a.format(model=folder, out=tmp_path / "out") for a in command]
+    code, output = run(args, capsys)
     assert code == 1 and "notes: not a training run folder (no config.json)" in output
+    (folder / "config.json").write_text("{}")  # a run where no epoch finished
+    code, output = run(args, capsys)
+    assert code == 1 and "has no checkpoints/best.keras (no epoch finished)" in output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -291,9 +300,10 @@ def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
     assert config["ignore_index"] == 11 and config["model"]["backbone"] == "mobilenet_v3_small"
     assert config["model"]["freeze_encoder"] is True and config["unfreeze_epoch"] == 2
     assert "Sky" in out and "class accuracy" in out and "foreground" not in out
-    code, out = run(["evaluate", tmp_path / "run" / "checkpoints" / "best.keras",
-                     "--output", tmp_path / "eval"], capsys)
+    # A run folder stands for its best model, and evaluate knows its split.
+    code, out = run(["evaluate", tmp_path / "run", "--output", tmp_path / "eval"], capsys)
     assert code == 0, out
+    assert f"validation split of {tmp_path / 'run'}" in out
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert list(scores["classes"]) == names and scores["foreground_dice"] is None
     assert 0 <= scores["class_accuracy"] <= 1 and "Unlabelled" not in out
@@ -309,6 +319,10 @@ def test_a_street_scene_dataset_trains_and_evaluates_with_its_own_ids(
     assert code == 0, out
     assert list(json.loads((tmp_path / "eval_tflite" / "scores.json").read_text())["classes"]) \
         == names
+    image = next((camvid_pairs / "images").iterdir())
+    code, out = run(["predict", tmp_path / "run", image, tmp_path / "predicted"], capsys)
+    assert code == 0, out
+    assert (tmp_path / "predicted" / "masks" / f"{image.stem}.png").is_file()
 
 
 def test_evaluate_refuses_a_dataset_whose_classes_are_not_the_models(

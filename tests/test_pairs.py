@@ -36,6 +36,16 @@ def test_empty_folder_is_an_error(tmp_path):
         load_dataset(tmp_path)
 
 
+def test_a_labelme_folder_given_as_a_dataset_says_to_convert_it(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(DatasetError, match=r"a folder of JSON files, not a dataset folder .*"
+                                           r"keras-unet labelme2masks"):
+        load_dataset(tmp_path)
+    (tmp_path / "a.json").unlink()  # an empty folder: the folder that is missing
+    with pytest.raises(DatasetError, match=r"images: folder not found"):
+        load_dataset(tmp_path)
+
+
 def test_image_without_mask_names_the_image(tmp_path):
     root = make_pairs(tmp_path / "d")
     (root / "masks" / "p2.png").unlink()

@@ -642,7 +642,7 @@ def test_a_missing_model_to_fine_tune_is_named_before_the_run_folder_is_made(
                           init_from=str(tmp_path / "nowhere.keras")))
     (tmp_path / "unfinished").mkdir()  # a run folder where no epoch finished
     (tmp_path / "unfinished" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"this run folder has no best\.keras"):
+    with pytest.raises(ConfigError, match=r"this run folder has no checkpoints/best\.keras"):
         train(tiny_config(tiny_nuclei, tmp_path / "run", epochs=1,
                           init_from=str(tmp_path / "unfinished")))
     (tmp_path / "photos").mkdir()  # any other folder

@@ -22,7 +22,6 @@ from keras_unet import __version__
 from keras_unet.cli import convert, model, train
 from keras_unet.errors import KerasUnetError
 from keras_unet.logs import import_tensorflow_quietly, set_quiet
-from keras_unet.models import pretrained
 
 MAIN_JOB_LINE = (
     "keras-unet: no command given, so this runs the main job on the bundled sample "
@@ -121,8 +120,11 @@ def _needs_tensorflow(args) -> bool:
     """Whether a command loads TensorFlow (LiteRT models and conversions do not)."""
     if args.command in ("run", "train", "export"):
         return True
-    return args.command in ("predict", "evaluate") and pretrained.resolve(
-        args.model).suffix == ".keras"
+    if args.command not in ("predict", "evaluate"):
+        return False
+    from keras_unet.inference.predict import model_file
+
+    return model_file(args.model).suffix == ".keras"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

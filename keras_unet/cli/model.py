@@ -77,8 +77,8 @@ def add_parsers(add) -> None:
     for name, helptext in (("predict", "masks, objects and overlays for images"),
                            ("evaluate", "scores on a dataset with ground truth")):
         p = add(name, help=helptext)
-        p.add_argument("model", help=".keras or .tflite model, or a bundled model's name "
-                                      "(nuclei_dsb2018)")
+        p.add_argument("model", help=".keras or .tflite model, a training run folder (its "
+                                      "best.keras) or a bundled model's name (nuclei_dsb2018)")
         if name == "predict":
             p.add_argument("input", help="image, folder or glob")
             p.add_argument("output", help="output folder")
@@ -213,7 +213,7 @@ def evaluate(args) -> int:
 
     predictor = load_predictor(args.model, num_threads=args.threads, labels=args.labels)
     dataset, split = evaluation_pairs(
-        args.model, data=args.data, images_dir=args.images, masks_dir=args.masks,
+        predictor.path, data=args.data, images_dir=args.images, masks_dir=args.masks,
         labels=args.labels, foreground_value=args.foreground_value,
         split=args.split, model_names=predictor.names,
         ignore_index=predictor.ignore_index if args.ignore_index is None else args.ignore_index)

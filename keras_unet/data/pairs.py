@@ -152,6 +152,11 @@ def load_dataset(
         raise DatasetError("give a dataset folder (--data), or both an images and a masks "
                            "folder (--images and --masks)")
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    if root is not None and root.is_dir() and not images_dir.is_dir() and any(
+            root.glob("*.json")):
+        raise DatasetError(f"{root}: a folder of JSON files, not a dataset folder (images/, "
+                           "masks/): convert LabelMe annotations first (keras-unet "
+                           f"labelme2masks {root} DATASET), then train on DATASET")
     for folder in (images_dir, masks_dir):
         if not folder.is_dir():
             raise DatasetError(f"{folder}: folder not found")

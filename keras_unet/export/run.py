@@ -29,11 +29,11 @@ from keras_unet.inference.predict import (
     InferenceError,
     load_keras_model,
     model_config,
+    model_file,
     pad_image,
     trained_flips,
 )
 from keras_unet.inference.scale import rescale_rule
-from keras_unet.models import pretrained
 from keras_unet.training.runs import RunFolder
 from keras_unet.training.train import TrainConfig, load_training_data
 
@@ -125,7 +125,7 @@ def export_run(
     precisions, formats = list(precisions), list(formats)
     _check_arguments(precisions, formats, input_size, calibration_samples,
                      verification_samples, min_agreement)
-    model, config, model_path = _load_source(pretrained.resolve(source), data)
+    model, config, model_path = _load_source(source, data)
     trained = model_config(model_path)
     recorded = {"test_time_flips": list(trained_flips(trained))}
     object_size = trained.get("object_size")
@@ -198,26 +198,19 @@ def _check_arguments(precisions, formats, input_size, calibration, verification,
         raise ExportError(str(err)) from None
 
 
-def _load_source(source: Path, data):
+def _load_source(source: str | os.PathLike, data):
     """`(model, TrainConfig, model file)` of a run folder (its best model) or
     a `.keras` file (a run's checkpoint comes with the run's config)."""
-    if source.is_dir():
-        run = RunFolder(source)
-        if not run.config.is_file():
-            raise ExportError(f"{source}: not a training run folder (no config.json)")
-        config = TrainConfig.from_file(run.config)
-        model_path = run.best
-    elif source.suffix == ".keras":
-        run = RunFolder(source.parent.parent)  # a checkpoint: run/checkpoints/x.keras
-        inside = source.parent == run.checkpoints and run.config.is_file()
-        config = TrainConfig.from_file(run.config) if inside else None
-        model_path = source
-    else:
-        raise ExportError(f"{source}: expected a run folder or a .keras file")
     try:
+        model_path = model_file(source)
+        if model_path.suffix != ".keras":
+            raise ExportError(f"{source}: expected a run folder or a .keras file")
         model = load_keras_model(model_path)
     except InferenceError as err:
         raise ExportError(str(err)) from None
+    run = RunFolder(model_path.parent.parent)  # a checkpoint: run/checkpoints/x.keras
+    inside = model_path.parent == run.checkpoints and run.config.is_file()
+    config = TrainConfig.from_file(run.config) if inside else None
     if config is None:
         if data is None:
             raise ExportError("a .keras model outside a run folder (a bundled one too) needs "

@@ -51,6 +51,10 @@ FLIP_AXES = {"horizontal": (2,), "vertical": (1,), "both": (1, 2)}
 # What flip test-time augmentation assumes of a model that records no training
 # settings: horizontal flips suit microscopy and street scenes alike.
 DEFAULT_FLIPS = ("horizontal",)
+# Where a training run folder keeps its settings and its best model
+# (`keras_unet.training.runs.RunFolder` is laid out by these names).
+RUN_CONFIG = "config.json"
+RUN_BEST_MODEL = "checkpoints/best.keras"
 
 
 class InferenceError(KerasUnetError, ValueError):
@@ -155,6 +159,35 @@ def load_keras_model(path: str | os.PathLike, compile: bool = False):
     return model if compile else float32_copy(model)
 
 
+def model_file(source: str | os.PathLike) -> Path:
+    """The model file a user names: a training run folder's best model
+    (`checkpoints/best.keras`), a bundled model's `.keras` file
+    (`keras_unet.models.pretrained`), or the path itself.
+
+    Args:
+        source: A `.keras` or `.tflite` file, a run folder (from `train`), or
+            the name of a bundled model.
+
+    Returns:
+        The path to read the model from (not checked to exist unless
+        `source` is a folder).
+
+    Raises:
+        InferenceError: If `source` is a folder but not a training run
+            folder, or a run folder in which no epoch finished.
+    """
+    path = pretrained.resolve(source)
+    if not path.is_dir():
+        return path
+    if not (path / RUN_CONFIG).is_file():
+        raise InferenceError(f"{path}: not a training run folder (no {RUN_CONFIG}): give a "
+                             ".keras or .tflite file, a run folder or a bundled model's name")
+    if not (path / RUN_BEST_MODEL).is_file():
+        raise InferenceError(f"{path}: this run folder has no {RUN_BEST_MODEL} (no epoch "
+                             "finished)")
+    return path / RUN_BEST_MODEL
+
+
 def load_predictor(
     path: str | os.PathLike,
     num_threads: int | None = None,
@@ -169,8 +202,8 @@ def load_predictor(
     more than the label map has classes is an instance model.
 
     Args:
-        path: Model file, or the name of a bundled model
-            (`keras_unet.models.pretrained`).
+        path: Model file, training run folder (its best model) or the name
+            of a bundled model (`keras_unet.models.pretrained`).
         num_threads: LiteRT threads (`.tflite` only; default: all cores).
         labels: `labels.txt` path or class names (default: found as above).
 
@@ -181,7 +214,7 @@ def load_predictor(
         InferenceError: If the file is missing, not a valid model, or its
             output count does not fit the label map.
     """
-    path = pretrained.resolve(path)
+    path = model_file(path)
     if not path.is_file():
         raise InferenceError(f"{path}: model file not found")
     if path.suffix == ".keras":
@@ -286,7 +319,7 @@ def model_config(model_path: str | os.PathLike) -> dict:
     (both carry its `target`); `{}` when there is neither."""
     model_path = Path(model_path)
     for folder in (model_path.parent, model_path.parent.parent):
-        for name in ("config.json", "card.json"):
+        for name in (RUN_CONFIG, "card.json"):
             config = folder / name
             if config.is_file():
                 try:

@@ -54,6 +54,7 @@ from keras_unet.data.pairs import (
     split_dataset,
 )
 from keras_unet.errors import KerasUnetError
+from keras_unet.inference.predict import RUN_BEST_MODEL, RUN_CONFIG
 from keras_unet.training.config import ConfigError, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,12 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.config = self.path / "config.json"
+        self.config = self.path / RUN_CONFIG
         self.labels = self.path / "labels.txt"
         self.state = self.path / "state.json"
         self.backups = self.path / "backup"
-        self.checkpoints = self.path / "checkpoints"
-        self.best = self.checkpoints / "best.keras"
+        self.best = self.path / RUN_BEST_MODEL
+        self.checkpoints = self.best.parent
         self.last = self.checkpoints / "last.keras"
         self.log = self.path / "log.csv"
         self.curves = self.path / "curves.png"

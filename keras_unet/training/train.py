@@ -70,6 +70,7 @@ from keras_unet.inference.predict import (
     find_labels,
     load_keras_model,
     model_config,
+    model_file,
     output_count,
     target_from_outputs,
 )
@@ -685,15 +686,10 @@ def load_init_model(source: str | os.PathLike, options: dict) -> InitModel:
             card records (nothing is checked where neither records them).
     """
     source = pretrained.resolve(source)
-    folder = RunFolder(source) if source.is_dir() else None
-    path = folder.best if folder else source
-    if folder and not folder.config.is_file():
-        raise ConfigError(f"--init-from {source}: not a training run folder (no "
-                          f"{folder.config.name}): give a .keras file, a run folder or a "
-                          "bundled model name")
-    if folder and not path.is_file():
-        raise ConfigError(f"--init-from {source}: this run folder has no {path.name} "
-                          "(no epoch finished)")
+    try:
+        path = model_file(source)
+    except InferenceError as err:
+        raise ConfigError(f"--init-from: {err}") from None
     if not path.is_file():
         raise ConfigError(f"--init-from {source}: no such file or folder (a .keras file, a "
                           "run folder or a bundled model name)")
