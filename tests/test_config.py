@@ -31,6 +31,8 @@ def test_an_oversampling_list_saved_by_excel_reads_and_huge_counts_are_refused(t
     csv = tmp_path / "times.csv"
     csv.write_bytes("\ufeffname,times\na,3\n".encode("utf-8"))  # Excel's byte-order mark
     assert TrainConfig(data="d", oversample=str(csv)).repeats(["a", "b"]) == [3, 1]
+    csv.write_text("images/b.jpg,2\n")  # an image's path names its pair too
+    assert TrainConfig(data="d", oversample=str(csv)).repeats(["a", "b"]) == [1, 2]
     csv.write_text("name,times\na,1000000000\n")
     with pytest.raises(ConfigError, match="line 1: 1000000000 times is more than 1000"):
         TrainConfig(data="d", oversample=str(csv)).repeats(["a"])

@@ -106,8 +106,11 @@ def test_split_is_reproducible_and_explicit_lists_win(tmp_path):
     assert other.images != a_val.images
     _, named = split_dataset(dataset, val_names=["p4", "p7"])
     assert named.stems == ["p4", "p7"]
-    with pytest.raises(DatasetError, match="not in the dataset"):
-        split_dataset(dataset, val_names=["nope"])
+    # A list of file names (or paths) names the same pairs.
+    assert split_dataset(dataset, val_names=["p4.png", "images/p7.jpg"])[1].stems == ["p4", "p7"]
+    with pytest.raises(DatasetError, match=r"names pairs not in the dataset: \['nope', "
+                                           r"'p4.txt'\] \(a line is a pair's name, e.g. 'p0'"):
+        split_dataset(dataset, val_names=["nope", "p4.txt"])
 
 
 def raw(path):

@@ -30,7 +30,8 @@ TRAIN_FLAGS = {
                             help="a void mask value (e.g. CamVid's 11): ignored in training and "
                                  "scoring like 255, without rewriting the masks")),
     "--val-fraction": ("val_fraction", dict(type=open_fraction, help="validation share")),
-    "--val-list": ("val_list", dict(help="file of validation pair names")),
+    "--val-list": ("val_list", dict(help="file of validation pairs: a name (or image file "
+                                          "name) per line")),
     "--work-dir": ("work_dir", dict(help="run folder")),
     "--target": ("target", dict(choices=("semantic", "instances"),
                                 help="instances: also learn object boundaries, to separate "

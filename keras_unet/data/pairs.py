@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,6 +330,25 @@ def split_by_names(
     return dataset.subset(train), dataset.subset(val), added, gone
 
 
+def pair_name(name: str, stems: Collection[str]) -> str:
+    """The pair a line of a list file names.
+
+    Pairs are named by their mask's stem (`25`); a line may also give an
+    image or mask file name or path (`25.png`, `images/25.png`).
+
+    Args:
+        name: The line.
+        stems: The dataset's pair names.
+
+    Returns:
+        The pair name, or `name` itself where it names none.
+    """
+    path = Path(name)
+    if name not in stems and path.suffix.lower() in IMAGE_SUFFIXES and path.stem in stems:
+        return path.stem
+    return name
+
+
 def split_dataset(
     dataset: Dataset,
     val_fraction: float = 0.2,
@@ -341,8 +361,8 @@ def split_dataset(
         dataset: The pairs.
         val_fraction: Share of pairs for validation (at least one).
         seed: Seed of the shuffle.
-        val_names: Explicit validation pair names (mask stems); overrides
-            the random split.
+        val_names: Explicit validation pairs (`pair_name`: mask stems or
+            file names); overrides the random split.
 
     Returns:
         `(train, val)` datasets.
@@ -353,10 +373,12 @@ def split_dataset(
     """
     stems = dataset.stems
     if val_names is not None:
-        missing = sorted(set(val_names) - set(stems))
+        chosen = {pair_name(name, set(stems)) for name in val_names}
+        missing = sorted(chosen - set(stems))
         if missing:
-            raise DatasetError(f"validation list names pairs not in the dataset: {missing[:5]}")
-        chosen = set(val_names)
+            raise DatasetError(f"the validation list (--val-list) names pairs not in the "
+                               f"dataset: {missing[:5]} (a line is a pair's name, e.g. "
+                               f"{stems[0]!r}, or its image file name)")
         val = [i for i, s in enumerate(stems) if s in chosen]
     else:
         if len(stems) < 2:

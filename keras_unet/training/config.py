@@ -18,6 +18,7 @@ from pathlib import Path
 
 from keras_unet import files
 from keras_unet.data.instances import BOUNDARY_WIDTH, TARGETS
+from keras_unet.data.pairs import pair_name
 from keras_unet.data.weights import CLASS_WEIGHTINGS
 from keras_unet.errors import KerasUnetError
 from keras_unet.models import pretrained
@@ -53,7 +54,8 @@ class TrainConfig:
         ignore_index: A void mask value (CamVid's 11), ignored in training and
             scoring like 255 (`--ignore-index`).
         val_fraction: Share of pairs held out for validation (0 < f < 1).
-        val_list: File of validation pair names, one per line (overrides
+        val_list: File of validation pairs, one per line: a pair's name
+            (its mask's stem) or its image or mask file name (overrides
             `val_fraction`).
         work_dir: The run folder.
         target: `"semantic"` (class-id masks) or `"instances"` (adds a
@@ -233,13 +235,13 @@ class TrainConfig:
             rows = [r for r in csv.reader(text.splitlines()) if r and r[0] != "name"]
         except csv.Error as err:
             raise ConfigError(f"{self.oversample}: not a CSV of `name,times` ({err})") from None
-        times = {}
+        times, known = {}, set(names)
         for line, row in enumerate(rows, 1):
             if len(row) != 2 or not row[1].strip().isdigit():
                 raise ConfigError(f"{self.oversample}: line {line} must be `name,times` with "
                                   f"a whole number of times, got {','.join(row)!r}")
-            times[row[0].strip()] = int(row[1])
-            if times[row[0].strip()] > MAX_OVERSAMPLE:
+            times[pair_name(row[0].strip(), known)] = int(row[1])
+            if int(row[1]) > MAX_OVERSAMPLE:
                 raise ConfigError(f"{self.oversample}: line {line}: {row[1].strip()} times is "
                                   f"more than {MAX_OVERSAMPLE} (every draw of a pass is "
                                   "held in the shuffle buffer)")
