@@ -55,3 +55,4 @@ def test_predict_names_the_images_the_nucleus_model_is_unsure_of(
     assert float(rows[nucleus]["uncertain_share"]) < UNSURE_SHARE / 2
     assert float(rows["membrane_0.png"]["uncertain_share"]) > UNSURE_SHARE
     assert int(rows[nucleus]["objects"]) > 5
+    assert float(rows[nucleus]["scale"]) == 1.0  # the sample is at the training scale

@@ -7,16 +7,20 @@ on real sample images shown at half and double their size and at a quarter
 of their brightness, against its own prediction at 1x and the annotation.
 """
 
+import csv
 import json
 import math
 
 import numpy as np
+import PIL.Image
 import pytest
 from conftest import REPO
 
 from keras_unet.data.instances import MIN_OBJECT_SIZE, dataset_object_size, label_instances
 from keras_unet.data.labelme import rasterize, read_annotation
-from keras_unet.data.readers import read_image
+from keras_unet.data.pairs import load_dataset
+from keras_unet.data.readers import read_image, save_mask
+from keras_unet.evaluation.evaluate import evaluate_dataset
 from keras_unet.evaluation.scores import object_scores, overlaps
 from keras_unet.inference.predict import (
     InferenceError,
@@ -87,8 +91,9 @@ def test_small_objects_beside_a_few_clumps_are_still_seen_as_small():
     small = math.sqrt(4 * 49 / math.pi)
     assert candidate_factors(ids, MODEL) == (pytest.approx(20 / small), 1.0)
     # Both at once: a median that says enlarge, an area-weighted one shrink.
+    # The large objects are too large already: only shrinking is tried.
     enlarge, shrink = candidate_factors(objects_of_sizes([7, 7, 7, 60, 60]), MODEL)
-    assert enlarge == pytest.approx(20 / small)
+    assert enlarge == 1.0
     assert shrink == pytest.approx(20 / math.sqrt(4 * 3600 / math.pi))
 
 
@@ -131,19 +136,23 @@ def test_large_objects_are_shrunk_only_where_that_makes_the_model_surer(sure_whe
     assert given == pytest.approx(20 / 60)
 
 
-def test_where_shrinking_does_not_make_the_model_surer_small_objects_are_enlarged():
-    # Pieces and large objects at once: shrinking is tried first, the model is
-    # no surer shrunk, so the small objects' enlargement is used.
+def test_pieces_of_objects_that_are_too_large_already_are_not_enlarged():
+    """Many small objects beside large ones, as a model that breaks up objects
+    larger than its training objects predicts: shrinking is tried, and where
+    the model is no surer shrunk the image is predicted as it is, not
+    enlarged by the pieces' median (that broke the large objects further)."""
     image = objects_of_sizes([7, 7, 7, 60, 60]).astype(np.float32)[..., None] > 0
     image = image.astype(np.float32)
     seen = []
 
-    def predict(x):
+    def predict(x):  # surest at the image's own size
         seen.append(x.shape[0])
-        return as_probabilities(x * (0.9 if x.shape[0] >= 300 else 0.6))
+        return as_probabilities(x * (0.6 if x.shape[0] == image.shape[0] else 0.55))
 
-    _, factor = predict_at_object_size(predict, image, MODEL, "auto")
-    assert factor > 2 and len(seen) == 3 and seen[1] < 300 < seen[2]
+    probabilities, factor = predict_at_object_size(predict, image, MODEL, "auto")
+    assert factor == 1.0 and len(seen) == 2 and seen[1] < seen[0]
+    assert probabilities.shape[:2] == image.shape[:2]
+    assert probabilities[..., 1].max() == pytest.approx(0.6)  # the first prediction
 
 
 def test_small_objects_are_enlarged_even_where_the_model_was_surer_at_their_size():
@@ -237,7 +246,7 @@ def discs_and_a_speck(size: int, diameters: list[float], speck: int) -> np.ndarr
     return image.astype(np.float32)[..., None]
 
 
-def test_the_smallest_object_kept_follows_the_training_objects_and_the_scale():
+def test_the_smallest_object_kept_follows_the_training_objects_and_the_scale(tmp_path):
     """MODEL's objects have a 10th-percentile diameter of 10 px: an instance
     model keeps objects from a circle of 0.9 x 10 = 9 px (64 pixels) at its
     own scale, and from 16 pixels in an image it predicted at twice the size."""
@@ -264,6 +273,17 @@ def test_the_smallest_object_kept_follows_the_training_objects_and_the_scale():
     assert objects(half, object_size=10.0) == (2, 2.0)
     probabilities, _ = predict_scaled(predictor, half, object_size=10.0)
     assert label_instances(probabilities, "instances", min_size=64)[0].max() == 1
+    # evaluate scores it the same way, and says at what scale it predicted.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+    PIL.Image.fromarray((half[..., 0] * 255).astype(np.uint8)).save(
+        tmp_path / "images" / "half.png")
+    save_mask(tmp_path / "masks" / "half.png", (half[..., 0] > 0.5).astype(np.uint8))
+    result = evaluate_dataset(predictor, load_dataset(tmp_path), tmp_path / "report",
+                              object_size=10.0)
+    with open(tmp_path / "report" / "per_image.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["scale"]) == 2.0 and result["objects"] is None
     # Without a recorded size, or for a semantic model, the fixed default.
     for other in (Predictor(instance_model, None, 1, 1, "m.keras", "instances", names),
                   Predictor(instance_model, None, 1, 1, "m.keras", "semantic", names,

@@ -111,8 +111,9 @@ def evaluate_dataset(
     instance masks, `image_dice`: the mean of the images' own Dice beside
     the pooled one, and `groups`: the scores of each brightness and
     object-size group, see `keras_unet.evaluation.groups`),
-    `per_image.csv` (with each image's brightness, median object diameter
-    and groups), `confusion.png`, and the `worst`
+    `per_image.csv` (with each image's brightness, median object diameter,
+    groups and, with `object_size`, the resize factor it was predicted at:
+    `scale`), `confusion.png`, and the `worst`
     images by Dice side by side with captions (`worst/<name>.png`: image |
     truth | prediction).
 
@@ -167,6 +168,8 @@ def evaluate_dataset(
                        predicted_objects=result.objects.predicted_objects)
         if dataset.has_background:
             row["uncertain_share"] = round(uncertain_share(probabilities), 4)
+        if object_size is not None:
+            row["scale"] = round(factor, 3)
         row.update(brightness=round(placed["brightness"], 2),
                    object_diameter=placed["object_diameter"], groups=" ".join(placed["groups"]))
         rows.append(row)

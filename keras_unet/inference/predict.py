@@ -827,7 +827,8 @@ def predict_files(
     `labelme`, `<name>.json`, a LabelMe file of the prediction (see
     `keras_unet.inference.preannotate`); and, for instance models and
     models with a background class, `predictions.csv`, a line per image:
-    its object count (instance models) and its `uncertain_share`
+    the resize factor `object_size` predicted it at (`scale`), its object
+    count (instance models) and its `uncertain_share`
     (`keras_unet.inference.confidence`); the images above `UNSURE_SHARE` are
     listed in the summary.
 
@@ -890,6 +891,8 @@ def predict_files(
             mask = semantic_classes(probs)
         save_mask(output_dir / "masks" / f"{stem}.png", mask)
         row = {"image": str(path)}
+        if object_size is not None:
+            row["scale"] = round(factor, 3)
         if objects is not None:
             row["objects"] = int(objects.max())
         if _has_background(predictor, probs):
