@@ -25,10 +25,12 @@ from pathlib import Path
 
 from keras_unet import files
 from keras_unet.data.convert import labelme_to_masks
+from keras_unet.data.labels import BACKGROUND_LABEL, read_labels
 from keras_unet.data.pairs import DatasetError
 from keras_unet.evaluation.baselines import format_comparison, score_methods
 from keras_unet.export.run import export_run
 from keras_unet.inference.predict import load_predictor
+from keras_unet.models import pretrained
 from keras_unet.training.recipes import STAIN_AUGMENTATION
 from keras_unet.training.runs import RunFolder
 from keras_unet.training.train import TrainConfig, load_training_data, train
@@ -84,6 +86,35 @@ def read_groups(dataset_dir: Path) -> dict[str, str] | None:
                            f"({type(err).__name__}: {err})") from None
 
 
+def check_classes(data_dir: Path) -> None:
+    """Checks that a converted dataset has the bundled nucleus model's classes.
+
+    The main job fine-tunes that model and compares it with baselines of one
+    foreground class; a dataset of other classes is trained with `train`.
+
+    Args:
+        data_dir: The converted dataset (`labels.txt`).
+
+    Raises:
+        keras_unet.data.pairs.DatasetError: If its classes are not the
+            model's, naming both and the commands that train on it.
+    """
+    model_names = read_labels(pretrained.model_path(SAMPLE_TRAINING["init_from"]).parent
+                              / "labels.txt")
+    names = read_labels(data_dir / "labels.txt")
+    if names != model_names:
+        def classes(of):
+            return [n for n in of if n != BACKGROUND_LABEL]
+
+        raise DatasetError(
+            f"{data_dir}: the classes {classes(names)} are not the main job's "
+            f"{classes(model_names)}: it "
+            "fine-tunes the bundled nucleus model and compares it with Otsu baselines of "
+            "one foreground class. The masks are converted; train on them with keras-unet "
+            f"train --data {data_dir} --work-dir RUN (then keras-unet evaluate RUN and "
+            "keras-unet export RUN EXPORT)")
+
+
 def run_main_job(
     dataset_dir: str | None = None,
     work_dir: str = "runs/sample",
@@ -105,7 +136,8 @@ def run_main_job(
 
     Raises:
         keras_unet.data.pairs.DatasetError: If `modalities.csv` cannot be used
-            (see `read_groups`).
+            (see `read_groups`), or the dataset's classes are not the
+            nucleus model's (see `check_classes`).
         keras_unet.export.ExportVerificationError: If an export disagrees
             with the Keras model.
     """
@@ -124,6 +156,7 @@ def run_main_job(
     print(f"[1/4] LabelMe -> masks: {dataset_dir} -> {work / 'data'}")
     summary = labelme_to_masks(dataset_dir, work / "data", instances=True, progress=True)
     print(summary.format())
+    check_classes(work / "data")
 
     print("\n[2/4] fine-tuning the bundled nucleus U-Net (nuclei_dsb2018; one line per epoch)")
     val_list = dataset_dir / "val.txt"

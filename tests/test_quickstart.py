@@ -45,6 +45,26 @@ def test_a_bad_modalities_file_is_named_before_anything_runs(tmp_path, content):
     assert not (tmp_path / "work").exists()
 
 
+def test_a_dataset_of_other_classes_is_told_how_to_train_before_anything_trains(tmp_path):
+    """The main job fine-tunes the nucleus model; a LabelMe folder of cats is
+    converted, then sent to `train` with the converted folder's path."""
+    import PIL.Image
+
+    dataset = tmp_path / "labelme"
+    dataset.mkdir()
+    PIL.Image.new("RGB", (32, 32)).save(dataset / "a.png")
+    (dataset / "a.json").write_text(json.dumps({
+        "version": "5.5.0", "flags": {}, "imagePath": "a.png", "imageData": None,
+        "imageHeight": 32, "imageWidth": 32,
+        "shapes": [{"label": "cat", "points": [[2, 2], [20, 2], [20, 20]],
+                    "shape_type": "polygon", "group_id": None, "flags": {}}]}))
+    work = tmp_path / "work"
+    with pytest.raises(DatasetError, match=r"the classes \['cat'\] are not the main job's "
+                                           r"\['nucleus'\]: .* keras-unet train --data "):
+        run_main_job(str(dataset), work_dir=str(work))
+    assert (work / "data" / "masks" / "a.png").is_file() and not (work / "run").exists()
+
+
 def test_the_recap_compares_the_unet_with_the_better_baseline():
     text = recap(REPORT)
     assert "U-Net vs the better baseline (Otsu)" in text

@@ -103,7 +103,9 @@ def add_parsers(add) -> None:
               description="Converts a LabelMe dataset, trains a U-Net, compares it with Otsu "
                           "baselines and exports verified TFLite models. A rerun reports the "
                           "results it has (--force redoes everything).")
-    run.add_argument("--dataset", default=SAMPLE_DATASET, help="folder of LabelMe JSON")
+    run.add_argument("--dataset", default=SAMPLE_DATASET,
+                     help="folder of LabelMe JSON of nuclei (classes _background_, nucleus; "
+                          "for other classes: labelme2masks, then train)")
     run.add_argument("--work-dir", default="runs/sample", help="where results go")
     run.add_argument("--epochs", type=positive_int, default=None,
                      # "%(default).0s" prints nothing; it keeps the formatter from
