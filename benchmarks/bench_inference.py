@@ -103,6 +103,7 @@ def runner(path: Path, threads: int, nchwc: bool = True):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: not its notice on tf2onnx's Resize
     if not nchwc:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

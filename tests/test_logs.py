@@ -45,3 +45,24 @@ def test_a_command_is_quiet_by_default_and_verbose_brings_tensorflow_back(model_
     # The same run with --verbose shows TensorFlow's own messages: the quiet
     # run above was quiet because of keras-unet, not because TF said nothing.
     assert [m for m in NATIVE_MARKERS if m in verbose.stdout + verbose.stderr]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_onnx_runtimes_own_notices_are_silenced_like_tensorflows(tmp_path, capfd, quiet):
+    """tf2onnx writes the percentile layer's nearest-neighbour resize with an
+    attribute ONNX Runtime warns about from C++ when it loads the model."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from keras_unet.export.formats import export_other
+    from keras_unet.logs import set_quiet
+
+    model = build_unet((32, 32, 3), 1, filters=2, depth=2,
+                       input_normalization="per_image_percentile")
+    images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+    set_quiet(quiet)
+    try:
+        export_other(model, tmp_path / "m.onnx", "onnx", verification_images=images)
+    finally:
+        set_quiet(False)
+    said = capfd.readouterr()
+    assert ("onnxruntime" in said.out + said.err) is not quiet

@@ -19,6 +19,7 @@ from keras_unet.export.report import ExportReport
 from keras_unet.export.tflite import exported_output_kind, fixed_size_model
 from keras_unet.export.verify import compare
 from keras_unet.inference.predict import model_multiple, target_from_outputs, tiling_recipe
+from keras_unet.logs import native_output_silenced
 from keras_unet.models.metadata import FLOAT_IO, METADATA_NAME, labels_file_text, sidecar
 from keras_unet.models.model_metadata import LABELS_FILE
 
@@ -88,7 +89,9 @@ def export_other(
             except ImportError:
                 raise ExportError("ONNX export needs: pip install 'keras-unet-kit[onnx]'") from None
             export_model.export(str(tmp), format="onnx")
-            session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            with native_output_silenced():  # e.g. its notice on tf2onnx's Resize attribute
+                session = onnxruntime.InferenceSession(str(tmp),
+                                                       providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
     keras_out = np.concatenate([np.asarray(export_model(x[None], training=False)) for x in images])
