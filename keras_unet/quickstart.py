@@ -29,7 +29,7 @@ from keras_unet.data.labels import BACKGROUND_LABEL, read_labels
 from keras_unet.data.pairs import DatasetError
 from keras_unet.evaluation.baselines import format_comparison, score_methods
 from keras_unet.export.run import export_run
-from keras_unet.inference.predict import load_predictor
+from keras_unet.inference.predict import find_labels, load_predictor
 from keras_unet.models import pretrained
 from keras_unet.training.recipes import STAIN_AUGMENTATION
 from keras_unet.training.runs import RunFolder
@@ -99,8 +99,7 @@ def check_classes(data_dir: Path) -> None:
         keras_unet.data.pairs.DatasetError: If its classes are not the
             model's, naming both and the commands that train on it.
     """
-    model_names = read_labels(pretrained.model_path(SAMPLE_TRAINING["init_from"]).parent
-                              / "labels.txt")
+    model_names, _ = find_labels(pretrained.model_path(SAMPLE_TRAINING["init_from"]))
     names = read_labels(data_dir / "labels.txt")
     if names != model_names:
         def classes(of):

@@ -172,6 +172,21 @@ def test_a_folder_named_like_a_bundled_model_is_said_to_shadow_it(tmp_path, caps
     assert code == 1 and "a file or folder of this name here is read, not the bundled" in output
 
 
+def test_a_run_folder_named_like_a_bundled_model_is_said_to_shadow_it_once(
+        model_files, dataset, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nuclei_dsb2018" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "nuclei_dsb2018" / "config.json").write_text("{}")
+    shutil.copy(model_files / "good.keras", tmp_path / "nuclei_dsb2018" / "checkpoints" /
+                "best.keras")
+    code, output = run(["predict", "nuclei_dsb2018", dataset / "images" / "p0.png",
+                        tmp_path / "out"], capsys)
+    assert code == 0, output
+    assert output.count("a file or folder of this name here is read, not the bundled") == 1
+
+
 def test_a_model_whose_outputs_do_not_fit_the_labels_is_refused(model_files, dataset, tmp_path,
                                                                 capsys):
     code, output = run(["predict", model_files / "good.keras", dataset / "images",

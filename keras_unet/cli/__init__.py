@@ -120,11 +120,7 @@ def _needs_tensorflow(args) -> bool:
     """Whether a command loads TensorFlow (LiteRT models and conversions do not)."""
     if args.command in ("run", "train", "export"):
         return True
-    if args.command not in ("predict", "evaluate"):
-        return False
-    from keras_unet.inference.predict import model_file
-
-    return model_file(args.model).suffix == ".keras"
+    return args.command in ("predict", "evaluate") and args.model.suffix == ".keras"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = args.verbose or args.verbose_top
     quiet(verbose)
     try:
+        if args.command in ("predict", "evaluate"):
+            from keras_unet.inference.predict import model_file
+
+            args.model = model_file(args.model)  # resolved (and any shadowing said) once
         if _needs_tensorflow(args):
             import_tensorflow_quietly()
         return args.func(args)

@@ -373,8 +373,9 @@ def split_dataset(
     """
     stems = dataset.stems
     if val_names is not None:
-        chosen = {pair_name(name, set(stems)) for name in val_names}
-        missing = sorted(chosen - set(stems))
+        known = set(stems)
+        chosen = {pair_name(name, known) for name in val_names}
+        missing = sorted(chosen - known)
         if missing:
             raise DatasetError(f"the validation list (--val-list) names pairs not in the "
                                f"dataset: {missing[:5]} (a line is a pair's name, e.g. "
